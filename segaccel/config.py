@@ -1,0 +1,147 @@
+"""YAML configs: `_base_` inheritance, dotted command-line overrides, dumping.
+
+A config is a plain nested `dict`. `_base_: [a.yaml, b.yaml]` (paths relative to the file) is
+loaded first, in order, and the file's own keys are merged on top: dicts merge key by key, any
+other value (lists included) replaces. Overrides such as `train_cfg.max_iters=200` are parsed as
+YAML scalars and applied last.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from segaccel.registry import ConfigError
+
+BASE_KEY = "_base_"
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """A new dict: `update` merged into `base` recursively (dicts key by key, others replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Load a YAML config with its `_base_` files, then apply `key=value` overrides."""
+    cfg = _load_with_bases(Path(path), stack=())
+    return apply_overrides(cfg, overrides or [])
+
+
+def _load_with_bases(path: Path, stack: tuple[Path, ...]) -> dict[str, Any]:
+    path = path.resolve()
+    if path in stack:
+        chain = " -> ".join(str(p) for p in (*stack, path))
+        raise ConfigError(f"_base_ cycle: {chain}")
+    if not path.is_file():
+        where = f" (a _base_ of {stack[-1]})" if stack else ""
+        raise FileNotFoundError(f"config file {path} not found{where}")
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a mapping at the top level, got {type(raw).__name__}")
+    bases = raw.pop(BASE_KEY, [])
+    if isinstance(bases, str):
+        bases = [bases]
+    cfg: dict[str, Any] = {}
+    for base in bases:
+        cfg = merge(cfg, _load_with_bases(path.parent / base, stack=(*stack, path)))
+    return merge(cfg, raw)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` → (['a', 'b', 'c'], value parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. train_cfg.max_iters=200)")
+    key, value = text.split("=", 1)
+    keys = key.strip().split(".")
+    if not all(keys):
+        raise ConfigError(f"override {text!r} has an empty key part")
+    return keys, yaml.safe_load(value) if value.strip() else None
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A new config with dotted overrides applied; list items are addressed by index (`a.0.b=1`)."""
+    cfg = copy.deepcopy(cfg)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node: Any = cfg
+        for i, k in enumerate(keys[:-1]):
+            node = _child(node, k, text, create=True)
+        last = keys[-1]
+        if isinstance(node, list):
+            node[_index(node, last, text)] = value
+        elif isinstance(node, dict):
+            if isinstance(value, dict) and isinstance(node.get(last), dict):
+                node[last] = merge(node[last], value)
+            else:
+                node[last] = value
+        else:
+            raise ConfigError(f"override {text!r}: {'.'.join(keys[:-1])} is a {type(node).__name__}, not a mapping")
+    return cfg
+
+
+def _index(node: list, key: str, text: str) -> int:
+    try:
+        idx = int(key)
+        node[idx]
+    except (ValueError, IndexError):
+        raise ConfigError(f"override {text!r}: {key!r} is not a valid index into a list of {len(node)}") from None
+    return idx
+
+
+def _child(node: Any, key: str, text: str, create: bool) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, key, text)]
+    if not isinstance(node, dict):
+        raise ConfigError(f"override {text!r}: cannot descend into {key!r} of a {type(node).__name__}")
+    if key not in node or node[key] is None:
+        if not create:
+            raise ConfigError(f"override {text!r}: no key {key!r}")
+        node[key] = {}
+    return node[key]
+
+
+def get_path(cfg: dict[str, Any], dotted: str, default: Any = None) -> Any:
+    """`get_path(cfg, "train_cfg.max_iters")`; `default` when any part is missing."""
+    node: Any = cfg
+    for k in dotted.split("."):
+        if isinstance(node, dict) and k in node:
+            node = node[k]
+        else:
+            return default
+    return node
+
+
+def dump_config(cfg: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.safe_dump(to_plain(cfg), f, sort_keys=False, default_flow_style=None)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def to_plain(obj: Any) -> Any:
+    """Tuples to lists, recursively, so a config dumps as plain YAML/JSON."""
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
