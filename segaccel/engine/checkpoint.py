@@ -1,0 +1,131 @@
+"""Atomic training checkpoints in `WORK_DIR/checkpoints/iter_<N>/`.
+
+Every process writes its part of `accelerator.save_state` into a hidden temporary folder; once
+all are done, the main process writes `segaccel_state.json` and renames the folder into place.
+A folder named `iter_<N>` therefore always holds a complete checkpoint; a leftover `.tmp_*` folder
+from an interrupted write is never loaded and is cleaned up by the next save.
+
+The stages of a write are named so tests can stop a run at each one deterministically: set
+`SEGACCEL_KILL_AT=<stage>` (and optionally `SEGACCEL_KILL_AT_ITER=<N>`) and the process kills
+itself with SIGKILL on reaching it. Stages: `before_save`, `state_written`, `renamed`, `pruned`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+STATE_FILE = "segaccel_state.json"
+CHECKPOINT_STAGES = ("before_save", "state_written", "renamed", "pruned")
+_ITER_DIR = re.compile(r"^iter_(\d+)$")
+
+
+def checkpoint_stage(stage: str, iteration: int) -> None:
+    """Kill this process with SIGKILL if `SEGACCEL_KILL_AT` names this stage (fault tests)."""
+    if os.environ.get("SEGACCEL_KILL_AT") != stage:
+        return
+    at_iter = os.environ.get("SEGACCEL_KILL_AT_ITER")
+    if at_iter is not None and int(at_iter) != iteration:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def save_checkpoint(
+    accelerator: Accelerator, ckpt_root: Path, iteration: int, extra_state: dict[str, Any], max_keep: int = -1,
+    keep: tuple[str, ...] = (),
+) -> Path:
+    """Write `ckpt_root/iter_<iteration>` atomically on all processes; returns its path.
+
+    `extra_state` (JSON-able: iteration, best metric, config digest, ...) is written by the main
+    process as `segaccel_state.json`. With `max_keep > 0` only the newest `max_keep` `iter_*`
+    folders are kept (and any folder named in `keep`).
+    """
+    ckpt_root = Path(ckpt_root)
+    final = ckpt_root / f"iter_{iteration}"
+    tmp = ckpt_root / f".tmp_iter_{iteration}"
+    checkpoint_stage("before_save", iteration)
+    if accelerator.is_main_process:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+        for stale in ckpt_root.glob(".tmp_*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _write_json(tmp / STATE_FILE, {"iteration": iteration, **extra_state})
+        checkpoint_stage("state_written", iteration)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(ckpt_root)
+        checkpoint_stage("renamed", iteration)
+        if max_keep > 0:
+            prune_checkpoints(ckpt_root, max_keep, keep=keep)
+        checkpoint_stage("pruned", iteration)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def list_checkpoints(ckpt_root: Path) -> list[Path]:
+    """Complete checkpoints (`iter_<N>` with a state file), oldest first."""
+    ckpt_root = Path(ckpt_root)
+    if not ckpt_root.is_dir():
+        return []
+    found = []
+    for p in ckpt_root.iterdir():
+        m = _ITER_DIR.match(p.name)
+        if m and p.is_dir() and (p / STATE_FILE).is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    found = list_checkpoints(ckpt_root)
+    return found[-1] if found else None
+
+
+def read_checkpoint_state(path: Path) -> dict[str, Any]:
+    """The `segaccel_state.json` of a checkpoint folder; a clear error if it is not one."""
+    state_file = Path(path) / STATE_FILE
+    if not state_file.is_file():
+        raise FileNotFoundError(
+            f"{path} is not a complete segaccel checkpoint (no {STATE_FILE}); "
+            "an interrupted write leaves no such folder, so this may be the wrong path"
+        )
+    with open(state_file, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def prune_checkpoints(ckpt_root: Path, max_keep: int, keep: tuple[str, ...] = ()) -> None:
+    """Delete all but the newest `max_keep` checkpoints, sparing names in `keep`."""
+    found = list_checkpoints(ckpt_root)
+    for p in found[: max(len(found) - max_keep, 0)]:
+        if p.name not in keep:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,100 @@
+"""What a person sees: the start banner, interval log lines, a JSONL of scalars, trackers.
+
+Only the main process prints or writes. Log lines follow MMEngine's shape:
+`Iter(train) [  50/2000]  lr: 6.0000e-04  eta: 0:03:10  time: 0.0950  data_time: 0.0040
+ decode.loss_ce: 0.5123  decode.acc_seg: 81.20  loss: 0.5123`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+
+logger = logging.getLogger("segaccel")
+
+
+def setup_logging(log_file: Path | None, is_main: bool) -> None:
+    """Log to stderr (main process only) and to `log_file` with timestamps."""
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("%(asctime)s - segaccel - %(levelname)s - %(message)s", "%Y/%m/%d %H:%M:%S")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    logger.addHandler(stream)
+    if log_file is not None and is_main:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        fh = logging.FileHandler(log_file, encoding="utf-8")
+        fh.setFormatter(fmt)
+        logger.addHandler(fh)
+
+
+def format_eta(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=int(max(seconds, 0))))
+
+
+def format_value(key: str, value: float) -> str:
+    if key == "lr":
+        return f"{value:.4e}"
+    if "acc" in key or key in ("mIoU", "mAcc", "aAcc"):
+        return f"{value:.2f}"
+    return f"{value:.4f}"
+
+
+class ScalarLogger:
+    """Interval logging of training scalars to the terminal, `scalars.jsonl` and trackers."""
+
+    def __init__(self, accelerator: Accelerator, log_dir: Path, max_iters: int, use_trackers: bool) -> None:
+        self.accelerator = accelerator
+        self.max_iters = max_iters
+        self.use_trackers = use_trackers
+        self.jsonl = Path(log_dir) / "scalars.jsonl"
+        if accelerator.is_main_process:
+            self.jsonl.parent.mkdir(parents=True, exist_ok=True)
+        self._t0: float | None = None
+        self._it0 = 0
+
+    def start(self, iteration: int) -> None:
+        self._t0, self._it0 = time.perf_counter(), iteration
+
+    def eta(self, iteration: int) -> float:
+        if self._t0 is None or iteration <= self._it0:
+            return float("nan")
+        per_iter = (time.perf_counter() - self._t0) / (iteration - self._it0)
+        return per_iter * (self.max_iters - iteration)
+
+    def log(self, mode: str, iteration: int, scalars: dict[str, float], total: int | None = None) -> None:
+        """Print one line and record the scalars (main process only)."""
+        if not self.accelerator.is_main_process:
+            return
+        total = total or self.max_iters
+        width = len(str(total))
+        parts = [f"Iter({mode}) [{iteration:>{width}}/{total}]"]
+        if mode == "train":
+            eta = self.eta(iteration)
+            if eta == eta:  # not NaN
+                parts.append(f"eta: {format_eta(eta)}")
+        parts += [f"{k}: {format_value(k, v)}" for k, v in scalars.items()]
+        logger.info("  ".join(parts))
+        record = {"mode": mode, "iter": iteration, **{k: float(v) for k, v in scalars.items()}}
+        with open(self.jsonl, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.use_trackers:
+            self.accelerator.log({f"{mode}/{k}": v for k, v in scalars.items()}, step=iteration)
+
+
+def banner(lines: dict[str, Any]) -> str:
+    """A boxed block of `key: value` lines for the start of a run."""
+    width = max(len(k) for k in lines)
+    body = "\n".join(f"  {k:<{width}} : {v}" for k, v in lines.items())
+    rule = "-" * 72
+    return f"\n{rule}\n{body}\n{rule}"

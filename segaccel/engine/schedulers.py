@@ -1,0 +1,147 @@
+"""Learning-rate schedules by iteration, with MMEngine's names and semantics.
+
+A config's `param_scheduler` is a list; each entry is active on `[begin, end)` optimizer steps and
+transforms the learning rate left by the entries before it (MMEngine chains them the same way).
+Before `begin` an entry does nothing; from `end` on it holds its final value. Every value is a
+closed form of the iteration, so the rate at any step is exact and resume needs only the step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from segaccel.registry import SCHEDULERS
+
+
+class _IterSchedule:
+    """One schedule entry on `[begin, end)`; `end=None` means until training ends."""
+
+    def __init__(self, begin: int = 0, end: int | None = None, by_epoch: bool = False) -> None:
+        if by_epoch:
+            raise ValueError(f"{type(self).__name__}: only by_epoch=False (iteration schedules) is supported")
+        self.begin = begin
+        self.end = end
+
+    def __call__(self, lr: float, t: int, max_iters: int) -> float:
+        end = self.end if self.end is not None else max_iters
+        if t < self.begin:
+            return lr
+        return self.value(lr, min(t, end) - self.begin, max(end - self.begin, 1))
+
+    def value(self, lr: float, progress: int, total: int) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class LinearLR(_IterSchedule):
+    """Linear factor from `start_factor` to `end_factor` (warm-up)."""
+
+    def __init__(self, start_factor: float = 1.0 / 3, end_factor: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.start_factor, self.end_factor = start_factor, end_factor
+
+    def value(self, lr: float, progress: int, total: int) -> float:
+        return lr * (self.start_factor + (self.end_factor - self.start_factor) * progress / total)
+
+
+class PolyLR(_IterSchedule):
+    """`eta_min + (lr - eta_min) * (1 - progress / total) ** power`."""
+
+    def __init__(self, eta_min: float = 0.0, power: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.eta_min, self.power = eta_min, power
+
+    def value(self, lr: float, progress: int, total: int) -> float:
+        return self.eta_min + (lr - self.eta_min) * (1 - progress / total) ** self.power
+
+
+class CosineAnnealingLR(_IterSchedule):
+    """`eta_min + (lr - eta_min) * (1 + cos(pi * progress / T_max)) / 2`."""
+
+    def __init__(self, T_max: int | None = None, eta_min: float = 0.0, **kwargs: Any) -> None:  # noqa: N803
+        super().__init__(**kwargs)
+        self.T_max, self.eta_min = T_max, eta_min
+
+    def value(self, lr: float, progress: int, total: int) -> float:
+        t_max = self.T_max or total
+        return self.eta_min + (lr - self.eta_min) * (1 + math.cos(math.pi * min(progress, t_max) / t_max)) / 2
+
+
+class StepLR(_IterSchedule):
+    """`lr * gamma ** (progress // step_size)`."""
+
+    def __init__(self, step_size: int, gamma: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.step_size, self.gamma = step_size, gamma
+
+    def value(self, lr: float, progress: int, total: int) -> float:
+        return lr * self.gamma ** (progress // self.step_size)
+
+
+class MultiStepLR(_IterSchedule):
+    """`lr * gamma ** (number of milestones passed)`; milestones count from `begin`."""
+
+    def __init__(self, milestones: list[int], gamma: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.milestones, self.gamma = sorted(milestones), gamma
+
+    def value(self, lr: float, progress: int, total: int) -> float:
+        return lr * self.gamma ** sum(progress >= m for m in self.milestones)
+
+
+class IterLRScheduler:
+    """Sets every param group's lr from its `initial_lr` and the chained schedules at step `t`.
+
+    `step()` is called once per optimizer step by the train loop (never once per process).
+    `state_dict()`/`load_state_dict()` make it resumable through `accelerator.save_state`.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, schedules: list[_IterSchedule], max_iters: int) -> None:
+        self.optimizer = optimizer
+        self.schedules = schedules
+        self.max_iters = max_iters
+        self.last_iter = 0
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self._apply()
+
+    def lr_at(self, base_lr: float, t: int) -> float:
+        lr = base_lr
+        for schedule in self.schedules:
+            lr = schedule(lr, t, self.max_iters)
+        return lr
+
+    def _apply(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(group["initial_lr"], self.last_iter)
+
+    def step(self) -> None:
+        self.last_iter += 1
+        self._apply()
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_iter": self.last_iter}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.last_iter = int(state["last_iter"])
+        self._apply()
+
+
+def build_lr_scheduler(
+    optimizer: torch.optim.Optimizer, param_scheduler: list[dict] | dict | None, max_iters: int
+) -> IterLRScheduler:
+    """Build the chained schedule of a config's `param_scheduler` list."""
+    if param_scheduler is None:
+        param_scheduler = []
+    if isinstance(param_scheduler, dict):
+        param_scheduler = [param_scheduler]
+    schedules = [
+        SCHEDULERS.build(cfg, key=f"param_scheduler.{i}") for i, cfg in enumerate(param_scheduler)
+    ]
+    return IterLRScheduler(optimizer, schedules, max_iters)
+
