@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,17 @@ import yaml
 from segaccel.registry import ConfigError
 
 BASE_KEY = "_base_"
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that also reads `6e-5` as a float (YAML 1.1 only knows `6.0e-5`)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +59,7 @@ def _load_with_bases(path: Path, stack: tuple[Path, ...]) -> dict[str, Any]:
         where = f" (a _base_ of {stack[-1]})" if stack else ""
         raise FileNotFoundError(f"config file {path} not found{where}")
     with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f) or {}
+        raw = yaml.load(f, Loader=_YamlLoader) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a mapping at the top level, got {type(raw).__name__}")
     bases = raw.pop(BASE_KEY, [])
@@ -67,7 +79,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     keys = key.strip().split(".")
     if not all(keys):
         raise ConfigError(f"override {text!r} has an empty key part")
-    return keys, yaml.safe_load(value) if value.strip() else None
+    return keys, yaml.load(value, Loader=_YamlLoader) if value.strip() else None
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -76,7 +88,7 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     for text in overrides:
         keys, value = parse_override(text)
         node: Any = cfg
-        for i, k in enumerate(keys[:-1]):
+        for k in keys[:-1]:
             node = _child(node, k, text, create=True)
         last = keys[-1]
         if isinstance(node, list):
@@ -87,7 +99,8 @@ def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             else:
                 node[last] = value
         else:
-            raise ConfigError(f"override {text!r}: {'.'.join(keys[:-1])} is a {type(node).__name__}, not a mapping")
+            parent = ".".join(keys[:-1])
+            raise ConfigError(f"override {text!r}: {parent} is a {type(node).__name__}, not a mapping")
     return cfg
 
 
@@ -96,7 +109,9 @@ def _index(node: list, key: str, text: str) -> int:
         idx = int(key)
         node[idx]
     except (ValueError, IndexError):
-        raise ConfigError(f"override {text!r}: {key!r} is not a valid index into a list of {len(node)}") from None
+        raise ConfigError(
+            f"override {text!r}: {key!r} is not a valid index into a list of {len(node)}"
+        ) from None
     return idx
 
 

@@ -46,7 +46,8 @@ class PixelData:
         return self.data.detach().cpu().numpy()
 
     def __repr__(self) -> str:
-        return f"PixelData(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, device={self.data.device})"
+        data = self.data
+        return f"PixelData(shape={tuple(data.shape)}, dtype={data.dtype}, device={data.device})"
 
 
 class SegDataSample:
@@ -65,7 +66,8 @@ class SegDataSample:
     ) -> None:
         object.__setattr__(self, "_metainfo", dict(metainfo or {}))
         object.__setattr__(self, "_fields", {})
-        for name, value in (("gt_sem_seg", gt_sem_seg), ("pred_sem_seg", pred_sem_seg), ("seg_logits", seg_logits)):
+        fields = {"gt_sem_seg": gt_sem_seg, "pred_sem_seg": pred_sem_seg, "seg_logits": seg_logits}
+        for name, value in fields.items():
             if value is not None:
                 setattr(self, name, value)
 
