@@ -1,0 +1,5 @@
+"""Backbones (encoders): image `(N, 3, H, W)` → list of feature maps."""
+
+from segaccel.models.backbones.mit import MIT_SETTINGS, MixVisionTransformer
+
+__all__ = ["MIT_SETTINGS", "MixVisionTransformer"]
