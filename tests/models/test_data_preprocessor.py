@@ -117,3 +117,14 @@ def test_bad_input_is_reported_clearly():
         bad = _sample(2, 2)
         bad.gt_sem_seg = PixelData(torch.zeros(1, 3, 2, dtype=torch.int64))
         pre({"inputs": [_image(2, 2)], "data_samples": [bad]}, training=True)
+
+
+def test_everything_ends_on_the_modules_device():
+    """The "meta" device stands in for a GPU: images, labels and buffers all follow the module."""
+    pre = SegDataPreProcessor(size_divisor=4).to("meta")
+    out = pre({"inputs": [_image(5, 7), _image(6, 3)], "data_samples": [_sample(5, 7, 1), _sample(6, 3, 2)]},
+              training=True)
+    assert out["inputs"].device.type == "meta" and out["inputs"].dtype == torch.float32
+    assert out["inputs"].shape == (2, 3, 8, 8)
+    assert all(s.gt_sem_seg.data.device.type == "meta" for s in out["data_samples"])
+    assert out["data_samples"][1].gt_sem_seg.data.shape == (1, 8, 8)
