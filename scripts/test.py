@@ -24,8 +24,12 @@ from segaccel.models import Segmentor  # noqa: E402
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Evaluate a segaccel model.")
-    parser.add_argument("target", help="a YAML config, or an exported model folder (config.json + model.safetensors)")
-    parser.add_argument("--checkpoint", help="weights for a config: a checkpoint or model folder, or a .safetensors file")
+    parser.add_argument(
+        "target", help="a YAML config, or an exported model folder (config.json + model.safetensors)"
+    )
+    parser.add_argument(
+        "--checkpoint", help="weights for a config: a checkpoint or model folder, or a .safetensors file"
+    )
     parser.add_argument("--work-dir", "--work_dir", dest="work_dir", help="where metrics.json goes")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     return parser.parse_args(argv)

@@ -10,5 +10,13 @@ LOOPS.register(IterBasedTrainLoop, ValLoop, TestLoop)
 OPTIMIZERS.register(torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD)
 SCHEDULERS.register(LinearLR, PolyLR, CosineAnnealingLR, StepLR, MultiStepLR)
 
-__all__ = ["IterBasedTrainLoop", "ValLoop", "TestLoop", "LinearLR", "PolyLR", "CosineAnnealingLR", "StepLR",
-           "MultiStepLR"]
+__all__ = [
+    "IterBasedTrainLoop",
+    "ValLoop",
+    "TestLoop",
+    "LinearLR",
+    "PolyLR",
+    "CosineAnnealingLR",
+    "StepLR",
+    "MultiStepLR",
+]

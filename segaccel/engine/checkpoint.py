@@ -38,7 +38,11 @@ def checkpoint_stage(stage: str, iteration: int) -> None:
 
 
 def save_checkpoint(
-    accelerator: Accelerator, ckpt_root: Path, iteration: int, extra_state: dict[str, Any], max_keep: int = -1,
+    accelerator: Accelerator,
+    ckpt_root: Path,
+    iteration: int,
+    extra_state: dict[str, Any],
+    max_keep: int = -1,
     keep: tuple[str, ...] = (),
 ) -> Path:
     """Write `ckpt_root/iter_<iteration>` atomically on all processes; returns its path.

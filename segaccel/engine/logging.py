@@ -16,8 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
+from tqdm.auto import tqdm
 
 logger = logging.getLogger("segaccel")
+
+
+class TqdmHandler(logging.StreamHandler):
+    """Writes records through `tqdm.write`, so log lines do not break a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # pragma: no cover - as logging.Handler does
+            self.handleError(record)
 
 
 def setup_logging(log_file: Path | None, is_main: bool) -> None:
@@ -28,7 +39,7 @@ def setup_logging(log_file: Path | None, is_main: bool) -> None:
         logger.removeHandler(h)
         h.close()
     fmt = logging.Formatter("%(asctime)s - segaccel - %(levelname)s - %(message)s", "%Y/%m/%d %H:%M:%S")
-    stream = logging.StreamHandler(sys.stderr)
+    stream = TqdmHandler(sys.stderr)
     stream.setFormatter(fmt)
     logger.addHandler(stream)
     if log_file is not None and is_main:

@@ -66,8 +66,12 @@ class IterBasedTrainLoop:
         last_metrics: dict[str, float] = {}
         r.scalar_logger.start(self.iter)
         bar = tqdm(
-            total=self.max_iters, initial=self.iter, desc="train", disable=not acc.is_main_process,
-            dynamic_ncols=True, leave=False,
+            total=self.max_iters,
+            initial=self.iter,
+            desc="train",
+            disable=not acc.is_main_process,
+            dynamic_ncols=True,
+            leave=False,
         )
         while self.iter < self.max_iters:
             t0 = time.perf_counter()
@@ -142,10 +146,15 @@ class IterBasedTrainLoop:
     def _reduce_for_log(self, sums: dict[str, Any], count: int) -> dict[str, float]:
         acc = self.runner.accelerator
         keys = sorted(sums)
-        vals = torch.stack([torch.as_tensor(sums[k], dtype=torch.float32, device=acc.device) for k in keys]) / count
+        vals = (
+            torch.stack([torch.as_tensor(sums[k], dtype=torch.float32, device=acc.device) for k in keys])
+            / count
+        )
         if acc.num_processes > 1:
             vals = acc.reduce(vals, reduction="mean")
-        ordered = [k for k in keys if k not in ("loss", "grad_norm")] + [k for k in ("loss", "grad_norm") if k in sums]
+        ordered = [k for k in keys if k not in ("loss", "grad_norm")] + [
+            k for k in ("loss", "grad_norm") if k in sums
+        ]
         values = dict(zip(keys, vals.tolist()))
         return {k: values[k] for k in ordered}
 
@@ -173,8 +182,9 @@ class ValLoop:
         self.evaluator.reset()
         keep = r.vis_num_samples if acc.is_main_process else 0
         kept: list[Any] = []
-        for batch in tqdm(self.dataloader, desc=self.mode, disable=not acc.is_main_process, leave=False,
-                          dynamic_ncols=True):
+        for batch in tqdm(
+            self.dataloader, desc=self.mode, disable=not acc.is_main_process, leave=False, dynamic_ncols=True
+        ):
             data = model.data_preprocessor(batch, training=False)
             with acc.autocast():
                 outputs = model.predict(data["inputs"], data["data_samples"])
@@ -182,7 +192,7 @@ class ValLoop:
             if len(kept) < keep:
                 kept.extend(o.cpu() for o in outputs[: keep - len(kept)])
         if acc.num_processes > 1:
-            self.evaluator.all_reduce_(lambda t: acc.reduce(t, reduction="sum"))
+            self.evaluator.all_reduce_(lambda t: acc.reduce(t, reduction="sum"), device=acc.device)
         metrics = self.evaluator.compute()
         if acc.is_main_process:
             logger.info(f"per-class results ({self.mode}):\n" + self.evaluator.results_table())

@@ -24,10 +24,17 @@ from torch import nn
 
 from segaccel.registry import OPTIMIZERS
 
-_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
+_NORM_TYPES = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.modules.instancenorm._InstanceNorm,
+)
 
 
-def param_multipliers(model: nn.Module, paramwise_cfg: dict[str, Any] | None) -> dict[str, tuple[float, float]]:
+def param_multipliers(
+    model: nn.Module, paramwise_cfg: dict[str, Any] | None
+) -> dict[str, tuple[float, float]]:
     """`{param_name: (lr_mult, decay_mult)}` for every trainable parameter."""
     cfg = dict(paramwise_cfg or {})
     custom_keys: dict[str, dict[str, float]] = cfg.pop("custom_keys", {}) or {}
@@ -73,8 +80,13 @@ def build_optimizer(model: nn.Module, optim_wrapper: dict[str, Any]) -> torch.op
     for name, key in mults.items():
         groups.setdefault(key, []).append(params[name])
     param_groups = [
-        {"params": ps, "lr": lr * lr_mult, "weight_decay": weight_decay * decay_mult, "lr_mult": lr_mult,
-         "decay_mult": decay_mult}
+        {
+            "params": ps,
+            "lr": lr * lr_mult,
+            "weight_decay": weight_decay * decay_mult,
+            "lr_mult": lr_mult,
+            "decay_mult": decay_mult,
+        }
         for (lr_mult, decay_mult), ps in groups.items()
     ]
     return OPTIMIZERS.build(opt_cfg, key="optim_wrapper.optimizer", params=param_groups)

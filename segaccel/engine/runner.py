@@ -15,12 +15,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
+import segaccel.evaluation  # noqa: F401  (registers the metrics)
 from segaccel.config import dump_config, get_path, to_plain
 from segaccel.data import build_dataset, dataset_id2label, seg_collate
 from segaccel.data.samplers import InfiniteSampler, ShardedEvalSampler
@@ -87,7 +87,9 @@ class Runner:
         self.best: dict[str, Any] = {}
         self._id2label: dict[int, str] | None = None
         self.scalar_logger = ScalarLogger(
-            self.accelerator, self.work_dir / "logs", int(get_path(self.cfg, "train_cfg.max_iters", 0) or 0),
+            self.accelerator,
+            self.work_dir / "logs",
+            int(get_path(self.cfg, "train_cfg.max_iters", 0) or 0),
             use_trackers=report_to is not None,
         )
 
@@ -126,9 +128,11 @@ class Runner:
         num_classes = get_path(model_cfg, "decode_head.num_classes")
         if id2label:
             id2label = {int(k): str(v) for k, v in id2label.items()}
-            if num_classes is not None and num_classes != len(id2label) and get_path(
-                model_cfg, "decode_head.out_channels"
-            ) != 1:
+            if (
+                num_classes is not None
+                and num_classes != len(id2label)
+                and get_path(model_cfg, "decode_head.out_channels") != 1
+            ):
                 raise ConfigError(
                     f"model.decode_head.num_classes is {num_classes} but id2label has {len(id2label)} "
                     f"classes ({list(id2label.values())[:6]}...)"
@@ -158,23 +162,38 @@ class Runner:
         batch_size = int(loader_cfg.get("batch_size", 2))
         num_workers = int(loader_cfg.get("num_workers", 0))
         sampler = InfiniteSampler(
-            len(dataset), batch_size, seed=self.seed, shuffle=loader_cfg.get("shuffle", True),
-            rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
+            len(dataset),
+            batch_size,
+            seed=self.seed,
+            shuffle=loader_cfg.get("shuffle", True),
+            rank=self.accelerator.process_index,
+            world_size=self.accelerator.num_processes,
             start_batch=start_iter * self.accumulative_counts,
         )
         return DataLoader(
-            dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=seg_collate,
-            pin_memory=self.accelerator.device.type == "cuda", persistent_workers=num_workers > 0,
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            num_workers=num_workers,
+            collate_fn=seg_collate,
+            pin_memory=self.accelerator.device.type == "cuda",
+            persistent_workers=num_workers > 0,
             prefetch_factor=loader_cfg.get("prefetch_factor") if num_workers > 0 else None,
         )
 
     def _eval_dataloader(self, loader_key: str, dataset) -> DataLoader:
         loader_cfg = self.cfg.get(loader_key) or {}
         num_workers = int(loader_cfg.get("num_workers", 0))
-        sampler = ShardedEvalSampler(len(dataset), self.accelerator.process_index, self.accelerator.num_processes)
+        sampler = ShardedEvalSampler(
+            len(dataset), self.accelerator.process_index, self.accelerator.num_processes
+        )
         return DataLoader(
-            dataset, batch_size=int(loader_cfg.get("batch_size", 1)), sampler=sampler, num_workers=num_workers,
-            collate_fn=seg_collate, pin_memory=self.accelerator.device.type == "cuda",
+            dataset,
+            batch_size=int(loader_cfg.get("batch_size", 1)),
+            sampler=sampler,
+            num_workers=num_workers,
+            collate_fn=seg_collate,
+            pin_memory=self.accelerator.device.type == "cuda",
         )
 
     def build_evaluator(self, key: str):
@@ -200,12 +219,17 @@ class Runner:
         self.model = self.build_model()
         self.optimizer = build_optimizer(self.model, cfg.get("optim_wrapper") or {})
         self.train_loop = LOOPS.build({"type": loop_type, **train_cfg}, key="train_cfg", runner=self)
-        self.lr_scheduler = build_lr_scheduler(self.optimizer, cfg.get("param_scheduler"), self.train_loop.max_iters)
+        self.lr_scheduler = build_lr_scheduler(
+            self.optimizer, cfg.get("param_scheduler"), self.train_loop.max_iters
+        )
         self.model, self.optimizer = acc.prepare(self.model, self.optimizer)
         acc.register_for_checkpointing(self.lr_scheduler)
         if val_dataset is not None:
-            self.val_loop = ValLoop(self, self._eval_dataloader("val_dataloader", val_dataset),
-                                    self.build_evaluator("val_evaluator"))
+            self.val_loop = ValLoop(
+                self,
+                self._eval_dataloader("val_dataloader", val_dataset),
+                self.build_evaluator("val_evaluator"),
+            )
             self._val_dataset = val_dataset
 
         start_iter = self._maybe_resume()
@@ -249,7 +273,11 @@ class Runner:
         if last or (self.ckpt_interval > 0 and iteration % self.ckpt_interval == 0):
             state = {"best": self.best, "config_digest": config_digest(self.cfg)}
             path = save_checkpoint(
-                self.accelerator, self.work_dir / "checkpoints", iteration, state, max_keep=self.max_keep_ckpts
+                self.accelerator,
+                self.work_dir / "checkpoints",
+                iteration,
+                state,
+                max_keep=self.max_keep_ckpts,
             )
             if self.accelerator.is_main_process:
                 logger.info(f"saved checkpoint {path}")
@@ -281,8 +309,12 @@ class Runner:
     # ------------------------------------------------------------------------------------------
     # evaluation
     # ------------------------------------------------------------------------------------------
-    def test(self, model: Segmentor | None = None, checkpoint: str | None = None,
-             loader_key: str = "test_dataloader") -> dict[str, float]:
+    def test(
+        self,
+        model: Segmentor | None = None,
+        checkpoint: str | None = None,
+        loader_key: str = "test_dataloader",
+    ) -> dict[str, float]:
         """Evaluate `model` (or the config's model, with `checkpoint` weights) on `loader_key`."""
         if not self.cfg.get(loader_key):
             loader_key = "val_dataloader"
@@ -313,10 +345,12 @@ class Runner:
         names = [model.id2label[i] for i in sorted(model.id2label)] if model.id2label else None
         for j, sample in enumerate(samples):
             index = j * self.accelerator.num_processes
-            image, _ = dataset.read_raw(index)
+            image = dataset.load_results(index)["img"]
             gt = sample.gt_sem_seg.data[0].numpy() if "gt_sem_seg" in sample else None
             pred = sample.pred_sem_seg.data[0].numpy()
-            make_comparison(image, gt, pred, model.palette, class_names=names).save(out_dir / f"{index:05d}.png")
+            make_comparison(image, gt, pred, model.palette, class_names=names).save(
+                out_dir / f"{index:05d}.png"
+            )
 
     def _log_banner(self, train_dataset, val_dataset, start_iter: int) -> None:
         acc = self.accelerator
@@ -350,8 +384,9 @@ def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
     """Replace every `nn.SyncBatchNorm` by an `nn.BatchNorm2d` with the same state."""
     out = module
     if isinstance(module, nn.SyncBatchNorm):
-        out = nn.BatchNorm2d(module.num_features, module.eps, module.momentum, module.affine,
-                             module.track_running_stats)
+        out = nn.BatchNorm2d(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         out.load_state_dict(module.state_dict())
         out.train(module.training)
     for name, child in module.named_children():
@@ -359,42 +394,32 @@ def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
     return out
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = False) -> None:
-    """Load weights from a `.safetensors` file, a model folder or a checkpoint folder.
+def load_weights(model: Segmentor, path: str | os.PathLike, strict: bool = False) -> None:
+    """Load `model.safetensors` weights from a file, a model folder or a checkpoint folder.
 
-    Non-strict (`load_from`): loads every key whose name and shape match and logs the rest.
+    `load_from` (strict=False) loads every matching weight and re-initialises a classifier whose
+    class count differs; `--checkpoint` (strict=True) requires an exact match.
     """
     from safetensors.torch import load_file
 
     path = Path(path)
     file = path / "model.safetensors" if path.is_dir() else path
     if not file.is_file():
-        raise FileNotFoundError(f"load_from/checkpoint: no weights at {path} (expected model.safetensors)")
-    if file.suffix != ".safetensors":
-        raise ValueError(f"{file}: only .safetensors weights are loaded (pickled weights are refused)")
-    state = load_file(str(file))
-    own = model.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    missing = sorted(set(own) - set(matched))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
-    if strict and (missing or unexpected or mismatched):
-        raise RuntimeError(
-            f"{file}: weights do not match the model: missing {missing[:10]}, unexpected {unexpected[:10]}, "
-            f"shape mismatch {mismatched[:10]}"
+        raise FileNotFoundError(
+            f"no weights at {path} (expected a model.safetensors file or a folder holding one)"
         )
-    model.load_state_dict(matched, strict=False)
-    logger.info(
-        f"loaded {len(matched)}/{len(own)} tensors from {file}"
-        + (f"; re-initialised (shape mismatch): {mismatched}" if mismatched else "")
-        + (f"; missing: {missing[:10]}" if missing else "")
-        + (f"; unexpected: {unexpected[:10]}" if unexpected else "")
-    )
+    if file.suffix != ".safetensors":
+        raise ValueError(f"{file}: only .safetensors weights are loaded here (pickled weights are refused)")
+    model.load_weights(load_file(str(file)), strict=strict, reinit_heads=not strict, source=str(file))
+    logger.info(f"loaded weights from {file}")
 
 
 def config_digest(cfg: dict[str, Any]) -> str:
     """A short hash of the parts of a config that change what training computes."""
-    keep = {k: cfg.get(k) for k in ("model", "train_dataloader", "optim_wrapper", "param_scheduler", "train_cfg", "seed")}
+    keep = {
+        k: cfg.get(k)
+        for k in ("model", "train_dataloader", "optim_wrapper", "param_scheduler", "train_cfg", "seed")
+    }
     return hashlib.sha256(json.dumps(to_plain(keep), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -409,4 +434,3 @@ def _flat_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = str(v)
     return out
-

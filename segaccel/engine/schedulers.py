@@ -98,7 +98,9 @@ class IterLRScheduler:
     `state_dict()`/`load_state_dict()` make it resumable through `accelerator.save_state`.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, schedules: list[_IterSchedule], max_iters: int) -> None:
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, schedules: list[_IterSchedule], max_iters: int
+    ) -> None:
         self.optimizer = optimizer
         self.schedules = schedules
         self.max_iters = max_iters
@@ -140,8 +142,5 @@ def build_lr_scheduler(
         param_scheduler = []
     if isinstance(param_scheduler, dict):
         param_scheduler = [param_scheduler]
-    schedules = [
-        SCHEDULERS.build(cfg, key=f"param_scheduler.{i}") for i, cfg in enumerate(param_scheduler)
-    ]
+    schedules = [SCHEDULERS.build(cfg, key=f"param_scheduler.{i}") for i, cfg in enumerate(param_scheduler)]
     return IterLRScheduler(optimizer, schedules, max_iters)
-

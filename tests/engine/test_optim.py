@@ -18,8 +18,15 @@ class Tiny(nn.Module):
 
 def test_custom_keys_longest_match_first():
     mults = param_multipliers(
-        Tiny(), {"custom_keys": {"head": {"lr_mult": 10.0}, "decode_head.bias": {"lr_mult": 2.0, "decay_mult": 0.0},
-                                 "norm": {"decay_mult": 0.0}, "pos_block": {"decay_mult": 0.0}}}
+        Tiny(),
+        {
+            "custom_keys": {
+                "head": {"lr_mult": 10.0},
+                "decode_head.bias": {"lr_mult": 2.0, "decay_mult": 0.0},
+                "norm": {"decay_mult": 0.0},
+                "pos_block": {"decay_mult": 0.0},
+            }
+        },
     )
     assert mults["decode_head.weight"] == (10.0, 1.0)
     assert mults["decode_head.bias"] == (2.0, 0.0)  # the longer key wins
@@ -38,10 +45,13 @@ def test_norm_and_bias_decay_mult():
 
 def test_build_optimizer_groups_lr_and_decay():
     model = Tiny()
-    opt = build_optimizer(model, {
-        "optimizer": {"type": "AdamW", "lr": 1e-3, "weight_decay": 0.01},
-        "paramwise_cfg": {"custom_keys": {"head": {"lr_mult": 10.0}, "norm": {"decay_mult": 0.0}}},
-    })
+    opt = build_optimizer(
+        model,
+        {
+            "optimizer": {"type": "AdamW", "lr": 1e-3, "weight_decay": 0.01},
+            "paramwise_cfg": {"custom_keys": {"head": {"lr_mult": 10.0}, "norm": {"decay_mult": 0.0}}},
+        },
+    )
     assert isinstance(opt, torch.optim.AdamW)
     by_param = {id(p): g for g in opt.param_groups for p in g["params"]}
     assert by_param[id(model.decode_head.weight)]["lr"] == pytest.approx(1e-2)
@@ -52,7 +62,9 @@ def test_build_optimizer_groups_lr_and_decay():
 
 
 def test_sgd_momentum_nesterov_and_unknown_option():
-    opt = build_optimizer(Tiny(), {"optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9, "nesterov": True}})
+    opt = build_optimizer(
+        Tiny(), {"optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9, "nesterov": True}}
+    )
     assert opt.param_groups[0]["nesterov"] is True
     with pytest.raises(ValueError, match="unknown options"):
         build_optimizer(Tiny(), {"optimizer": {"type": "SGD", "lr": 0.1}, "paramwise_cfg": {"bogus": 1}})

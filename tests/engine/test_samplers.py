@@ -21,7 +21,7 @@ def test_two_processes_together_see_the_one_process_global_batches():
     r0 = take(InfiniteSampler(7, batch_size=2, seed=1, rank=0, world_size=2), 2 * 5)
     r1 = take(InfiniteSampler(7, batch_size=2, seed=1, rank=1, world_size=2), 2 * 5)
     for step in range(5):
-        assert one[4 * step: 4 * step + 4] == r0[2 * step: 2 * step + 2] + r1[2 * step: 2 * step + 2]
+        assert one[4 * step : 4 * step + 4] == r0[2 * step : 2 * step + 2] + r1[2 * step : 2 * step + 2]
 
 
 def test_start_batch_resumes_the_stream():

@@ -26,8 +26,10 @@ def test_warmup_then_poly_matches_mmseg_formula():
     opt = make_optimizer()
     sched = build_lr_scheduler(
         opt,
-        [{"type": "LinearLR", "start_factor": 1e-6, "begin": 0, "end": 10},
-         {"type": "PolyLR", "eta_min": 0.0, "power": 1.0, "begin": 10, "end": 110}],
+        [
+            {"type": "LinearLR", "start_factor": 1e-6, "begin": 0, "end": 10},
+            {"type": "PolyLR", "eta_min": 0.0, "power": 1.0, "begin": 10, "end": 110},
+        ],
         max_iters=110,
     )
     lrs = lrs_over(sched, 110)
@@ -44,7 +46,9 @@ def test_warmup_then_poly_matches_mmseg_formula():
 
 def test_poly_power_and_eta_min():
     opt = make_optimizer((0.01,))
-    sched = build_lr_scheduler(opt, {"type": "PolyLR", "eta_min": 1e-4, "power": 0.9, "begin": 0, "end": 200}, 200)
+    sched = build_lr_scheduler(
+        opt, {"type": "PolyLR", "eta_min": 1e-4, "power": 0.9, "begin": 0, "end": 200}, 200
+    )
     lrs = lrs_over(sched, 200)
     for t in (0, 37, 100, 199, 200):
         assert lrs[t][0] == pytest.approx(1e-4 + (0.01 - 1e-4) * (1 - t / 200) ** 0.9)

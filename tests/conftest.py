@@ -1,0 +1,22 @@
+"""Shared fixtures: a private synthetic-data cache and a clean Accelerate state per test."""
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Synthetic datasets go to one temporary cache for the session, never the home folder."""
+    monkeypatch.setenv("SEGACCEL_CACHE", str(tmp_path_factory.getbasetemp() / "segaccel-cache"))
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """Reset Accelerate's process-wide state so a test can build its own `Accelerator`."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    PartialState._reset_state()
