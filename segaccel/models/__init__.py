@@ -10,13 +10,24 @@ from .backbones.mit import MixVisionTransformer
 from .data_preprocessor import SegDataPreProcessor
 from .heads.segformer_head import SegformerHead
 from .losses.cross_entropy_loss import CrossEntropyLoss
+from .losses.dice_loss import DiceLoss
+from .losses.focal_loss import FocalLoss
+from .losses.lovasz_loss import LovaszLoss
+from .losses.tversky_loss import TverskyLoss
+from .samplers.ohem_pixel_sampler import OHEMPixelSampler
 from .segmentor import Segmentor
 
 MODELS.register(Segmentor, SegDataPreProcessor, MixVisionTransformer, SegformerHead, CrossEntropyLoss)
 MODELS.register(Segmentor, name="EncoderDecoder")
+MODELS.register(DiceLoss, FocalLoss, LovaszLoss, TverskyLoss, OHEMPixelSampler)
 
 __all__ = [
     "CrossEntropyLoss",
+    "DiceLoss",
+    "FocalLoss",
+    "LovaszLoss",
+    "OHEMPixelSampler",
+    "TverskyLoss",
     "MixVisionTransformer",
     "SegDataPreProcessor",
     "SegformerHead",

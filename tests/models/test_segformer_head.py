@@ -12,7 +12,7 @@ from torch import nn
 from segaccel.models.heads.decode_head import BaseDecodeHead
 from segaccel.models.heads.segformer_head import SegformerHead
 from segaccel.models.losses.cross_entropy_loss import CrossEntropyLoss
-from segaccel.registry import MODELS
+from segaccel.registry import MODELS, ConfigError
 from segaccel.structures import PixelData, SegDataSample
 
 if "CrossEntropyLoss" not in MODELS:
@@ -241,7 +241,7 @@ def test_clear_errors():
                 SegDataSample(gt_sem_seg=PixelData(torch.zeros(1, 4, 5).long())),
             ],
         )
-    with pytest.raises(NotImplementedError, match="sampler"):
-        SegformerHead(IN_CHANNELS, 16, num_classes=3, sampler={"type": "OHEMPixelSampler"})
+    with pytest.raises(ConfigError, match="OHEMPixelSamplr"):
+        SegformerHead(IN_CHANNELS, 16, num_classes=3, sampler={"type": "OHEMPixelSamplr"})
     with pytest.raises(ValueError, match="projection"):
         SegformerHead(IN_CHANNELS, 16, num_classes=3, projection="mlp")

@@ -43,7 +43,8 @@ class BaseDecodeHead(nn.Module):
         loss_decode: a loss config or a list of them (built through `MODELS`); losses with the same
             `loss_name` are summed.
         ignore_index: label ignored by the losses and the accuracy.
-        sampler: pixel sampler (OHEM); not implemented yet, must be None.
+        sampler: a pixel sampler config (`{type: OHEMPixelSampler, thresh, min_kept}`), built with this
+            head as its `context`; its 0/1 pixel weights go to every loss as `weight=`.
         align_corners: `align_corners` of every bilinear resize in the head.
     """
 
@@ -103,11 +104,9 @@ class BaseDecodeHead(nn.Module):
                 f"loss_decode must be a dict or a list of dicts, got {type(loss_decode).__name__}"
             )
 
-        if sampler is not None:
-            raise NotImplementedError(
-                f"decode head: pixel samplers (sampler={sampler!r}) are not implemented yet; use sampler=None"
-            )
         self.sampler = None
+        if sampler is not None:
+            self.sampler = MODELS.build(sampler, key="decode_head.sampler", context=self)
 
         self.conv_seg = nn.Conv2d(channels, self.out_channels, kernel_size=1)
         self.dropout = nn.Dropout2d(dropout_ratio) if dropout_ratio > 0 else None
@@ -199,18 +198,21 @@ class BaseDecodeHead(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Losses of logits `(N, out_channels, h, w)` against the stacked labels, plus `acc_seg` (%).
 
-        The logits are resized bilinearly to the label size first; each loss is summed into its
-        `loss_name` (e.g. `loss_ce`).
+        The logits are resized bilinearly to the label size first; with a `sampler`, its pixel weights
+        are passed to every loss; each loss is summed into its `loss_name` (e.g. `loss_ce`).
         """
         seg_label = self._stack_batch_gt(batch_data_samples)
         seg_label = seg_label.to(device=seg_logits.device, dtype=torch.long, non_blocking=True).squeeze(1)
         seg_logits = resize(
             seg_logits, size=seg_label.shape[1:], mode="bilinear", align_corners=self.align_corners
         )
+        extra = {}
+        if self.sampler is not None:
+            extra["weight"] = self.sampler.sample(seg_logits, seg_label)
         losses: dict[str, torch.Tensor] = {}
         loss_modules = self.loss_decode if isinstance(self.loss_decode, nn.ModuleList) else [self.loss_decode]
         for loss_module in loss_modules:
-            value = loss_module(seg_logits, seg_label, ignore_index=self.ignore_index)
+            value = loss_module(seg_logits, seg_label, ignore_index=self.ignore_index, **extra)
             name = loss_module.loss_name
             losses[name] = losses[name] + value if name in losses else value
         with torch.no_grad():
