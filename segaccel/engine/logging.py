@@ -56,7 +56,7 @@ def format_eta(seconds: float) -> str:
 def format_value(key: str, value: float) -> str:
     if key == "lr":
         return f"{value:.4e}"
-    if "acc" in key or key in ("mIoU", "mAcc", "aAcc"):
+    if "acc" in key or key == "aAcc" or (key[:1] == "m" and key[1:2].isupper()):  # aAcc, mIoU, mDice, ...
         return f"{value:.2f}"
     return f"{value:.4f}"
 
