@@ -119,16 +119,21 @@ def make_comparison(
     palette: Sequence[Sequence[int]],
     class_names: Sequence[str] | None = None,
     alpha: float = 0.5,
+    min_height: int = 0,
 ) -> Image.Image:
     """image | ground-truth overlay | prediction overlay, side by side, over a legend strip.
 
     The legend lists only the classes present in either mask. `gt_mask=None` leaves out the
-    ground-truth panel. All inputs have the image's `(H, W)`.
+    ground-truth panel. All inputs have the image's `(H, W)`. Panels of images lower than
+    `min_height` are enlarged by a whole factor (nearest neighbour), so small images stay readable.
     """
     image = np.asarray(image)
     masks = [m for m in (gt_mask, pred_mask) if m is not None]
     panels = [image, *(overlay_mask(image, m, palette, alpha) for m in masks)]
-    h, w = image.shape[:2]
+    factor = -(-min_height // image.shape[0]) if min_height > image.shape[0] else 1
+    if factor > 1:
+        panels = [p.repeat(factor, axis=0).repeat(factor, axis=1) for p in panels]
+    h, w = panels[0].shape[:2]
     if class_names is None:
         class_names = [str(i) for i in range(len(palette))]
     present = sorted(set().union(*(np.unique(_as_mask(m)).tolist() for m in masks)))

@@ -72,3 +72,17 @@ def test_comparison_is_three_panels_over_a_legend():
 
     without_gt = make_comparison(image, None, pred, PALETTE)
     assert without_gt.size[0] == max(2 * w, draw_legend(["0"], PALETTE[:1], max_width=2 * w).width)
+
+
+def test_comparison_enlarges_small_images_by_a_whole_factor():
+    image = np.zeros((20, 30, 3), np.uint8)
+    mask = np.zeros((20, 30), np.int64)
+    mask[5:10, 5:10] = 1
+    palette = [[10, 20, 30], [200, 0, 0]]
+    big = make_comparison(image, mask, mask, palette, min_height=64)  # factor ceil(64 / 20) = 4
+    panel = np.asarray(big)[:80, :120]
+    assert panel.shape == (80, 120, 3)
+    # the class-1 square of the gt panel (second panel) is enlarged to rows 20..39, cols 20..39
+    gt_panel = np.asarray(big)[:80, 120:240].astype(int)
+    assert (gt_panel[20:40, 20:40] == gt_panel[20, 20]).all()
+    assert (gt_panel[19, 20] != gt_panel[20, 20]).any()

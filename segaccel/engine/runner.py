@@ -348,7 +348,7 @@ class Runner:
             image = dataset.load_results(index)["img"]
             gt = sample.gt_sem_seg.data[0].numpy() if "gt_sem_seg" in sample else None
             pred = sample.pred_sem_seg.data[0].numpy()
-            make_comparison(image, gt, pred, model.palette, class_names=names).save(
+            make_comparison(image, gt, pred, model.palette, class_names=names, min_height=192).save(
                 out_dir / f"{index:05d}.png"
             )
 
