@@ -8,28 +8,41 @@ from segaccel.registry import MODELS
 
 from .backbones.mit import MixVisionTransformer
 from .data_preprocessor import SegDataPreProcessor
+from .heads.aspp_head import ASPPHead
+from .heads.fcn_head import FCNHead
+from .heads.psp_head import PSPHead
 from .heads.segformer_head import SegformerHead
+from .heads.sep_aspp_head import DepthwiseSeparableASPPHead
+from .heads.uper_head import UPerHead
 from .losses.cross_entropy_loss import CrossEntropyLoss
 from .losses.dice_loss import DiceLoss
 from .losses.focal_loss import FocalLoss
 from .losses.lovasz_loss import LovaszLoss
 from .losses.tversky_loss import TverskyLoss
+from .necks.fpn import FPN
 from .samplers.ohem_pixel_sampler import OHEMPixelSampler
 from .segmentor import Segmentor
 
 MODELS.register(Segmentor, SegDataPreProcessor, MixVisionTransformer, SegformerHead, CrossEntropyLoss)
 MODELS.register(Segmentor, name="EncoderDecoder")
 MODELS.register(DiceLoss, FocalLoss, LovaszLoss, TverskyLoss, OHEMPixelSampler)
+MODELS.register(FCNHead, PSPHead, ASPPHead, DepthwiseSeparableASPPHead, UPerHead, FPN)
 
 __all__ = [
+    "ASPPHead",
     "CrossEntropyLoss",
+    "DepthwiseSeparableASPPHead",
     "DiceLoss",
+    "FCNHead",
+    "FPN",
     "FocalLoss",
     "LovaszLoss",
-    "OHEMPixelSampler",
-    "TverskyLoss",
     "MixVisionTransformer",
+    "OHEMPixelSampler",
+    "PSPHead",
     "SegDataPreProcessor",
     "SegformerHead",
     "Segmentor",
+    "TverskyLoss",
+    "UPerHead",
 ]

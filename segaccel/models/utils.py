@@ -194,3 +194,52 @@ class ConvModule(nn.Module):
         if self.with_activation:
             x = self.activate(x)
         return x
+
+
+class DepthwiseSeparableConvModule(nn.Module):
+    """Depthwise conv → pointwise 1x1 conv, each a ConvModule (mmcv's `depthwise_conv`, `pointwise_conv`).
+
+    The depthwise conv has `groups=in_channels`; both use `norm_cfg` and `act_cfg` unless the
+    `dw_*`/`pw_*` variants are given.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        norm_cfg: dict[str, Any] | None = None,
+        act_cfg: dict[str, Any] | None = _RELU,
+        dw_norm_cfg: dict[str, Any] | None | str = "default",
+        dw_act_cfg: dict[str, Any] | None | str = "default",
+        pw_norm_cfg: dict[str, Any] | None | str = "default",
+        pw_act_cfg: dict[str, Any] | None | str = "default",
+        conv_cfg: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        dw_norm_cfg = norm_cfg if dw_norm_cfg == "default" else dw_norm_cfg
+        dw_act_cfg = act_cfg if dw_act_cfg == "default" else dw_act_cfg
+        pw_norm_cfg = norm_cfg if pw_norm_cfg == "default" else pw_norm_cfg
+        pw_act_cfg = act_cfg if pw_act_cfg == "default" else pw_act_cfg
+        self.depthwise_conv = ConvModule(
+            in_channels,
+            in_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=in_channels,
+            conv_cfg=conv_cfg,
+            norm_cfg=dw_norm_cfg,
+            act_cfg=dw_act_cfg,
+        )
+        self.pointwise_conv = ConvModule(
+            in_channels, out_channels, 1, conv_cfg=conv_cfg, norm_cfg=pw_norm_cfg, act_cfg=pw_act_cfg
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`(N, C_in, H, W)` → `(N, C_out, H', W')`."""
+        return self.pointwise_conv(self.depthwise_conv(x))
