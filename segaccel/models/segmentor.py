@@ -297,31 +297,44 @@ class Segmentor(
     def whole_inference(self, inputs: torch.Tensor, batch_img_metas: list[dict]) -> torch.Tensor:
         return self.encode_decode(inputs, batch_img_metas)
 
-    def slide_inference(self, inputs: torch.Tensor, batch_img_metas: list[dict]) -> torch.Tensor:
+    def slide_inference(
+        self, inputs: torch.Tensor, batch_img_metas: list[dict], crops_per_batch: int = 4
+    ) -> torch.Tensor:
         """Overlapping `crop_size` windows every `stride`; logits summed and divided by a count map.
 
-        As MMSegmentation: the last window of a row/column is shifted back to end at the border, a
-        window is never larger than the image, and each window's logits are zero-padded into place.
+        As MMSegmentation: the last window of a row/column is shifted back to end at the border, and
+        a window is never larger than the image (so every window has the same size). Memory is bounded
+        by the crops and the output, not by the image: windows go through the model a few at a time
+        (`crops_per_batch` crops per forward, at least one window of every image), and their logits
+        are added in place into the output-sized sum; the count map is one `(1, 1, H, W)` plane.
         """
         h_stride, w_stride = self.test_cfg["stride"]
         h_crop, w_crop = self.test_cfg["crop_size"]
         n, _, h_img, w_img = inputs.shape
         h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
         w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
-        preds = inputs.new_zeros((n, self.out_channels, h_img, w_img))
-        count = inputs.new_zeros((n, 1, h_img, w_img))
+        windows = []
         for h_idx in range(h_grids):
             for w_idx in range(w_grids):
                 y2 = min(h_idx * h_stride + h_crop, h_img)
                 x2 = min(w_idx * w_stride + w_crop, w_img)
-                y1, x1 = max(y2 - h_crop, 0), max(x2 - w_crop, 0)
-                crop = inputs[:, :, y1:y2, x1:x2]
-                crop_hw = (y2 - y1, x2 - x1)
-                crop_metas = [{**m, "img_shape": crop_hw, "pad_shape": crop_hw} for m in batch_img_metas]
-                crop_logits = self.encode_decode(crop, crop_metas)
-                preds += F.pad(crop_logits, (x1, w_img - x2, y1, h_img - y2))
+                windows.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+        crop_hw = (windows[0][1] - windows[0][0], windows[0][3] - windows[0][2])
+        preds = inputs.new_zeros((n, self.out_channels, h_img, w_img))
+        count = inputs.new_zeros((1, 1, h_img, w_img))
+        per_forward = max(1, crops_per_batch // n)
+        for start in range(0, len(windows), per_forward):
+            group = windows[start : start + per_forward]
+            crops = torch.cat([inputs[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in group])
+            crop_metas = [
+                {**m, "img_shape": crop_hw, "pad_shape": crop_hw} for _ in group for m in batch_img_metas
+            ]
+            crop_logits = self.encode_decode(crops, crop_metas)
+            for i, (y1, y2, x1, x2) in enumerate(group):
+                preds[:, :, y1:y2, x1:x2] += crop_logits[i * n : (i + 1) * n]
                 count[:, :, y1:y2, x1:x2] += 1
-        return preds / count
+            del crops, crop_logits
+        return preds.div_(count)
 
     def postprocess_result(
         self, seg_logits: torch.Tensor, data_samples: list[SegDataSample]

@@ -29,9 +29,10 @@ class UPerHead(BaseDecodeHead):
         **kwargs: `BaseDecodeHead` arguments; `in_channels`/`in_index` are lists (one per stage).
     """
 
-    def __init__(self, pool_scales: Sequence[int] = (1, 2, 3, 6), **kwargs: Any) -> None:
-        kwargs.setdefault("input_transform", "multiple_select")
-        super().__init__(**kwargs)
+    def __init__(
+        self, pool_scales: Sequence[int] = (1, 2, 3, 6), input_transform: str = "multiple_select", **kwargs: Any
+    ) -> None:
+        super().__init__(input_transform=input_transform, **kwargs)
         if self.input_transform != "multiple_select":
             raise ValueError(
                 f"UPerHead: input_transform must be 'multiple_select', got {self.input_transform!r}"
