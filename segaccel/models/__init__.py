@@ -7,6 +7,7 @@ class listed below.
 from segaccel.registry import MODELS
 
 from .backbones.mit import MixVisionTransformer
+from .backbones.timm_backbone import TimmBackbone
 from .data_preprocessor import SegDataPreProcessor
 from .heads.aspp_head import ASPPHead
 from .heads.fcn_head import FCNHead
@@ -27,6 +28,7 @@ MODELS.register(Segmentor, SegDataPreProcessor, MixVisionTransformer, SegformerH
 MODELS.register(Segmentor, name="EncoderDecoder")
 MODELS.register(DiceLoss, FocalLoss, LovaszLoss, TverskyLoss, OHEMPixelSampler)
 MODELS.register(FCNHead, PSPHead, ASPPHead, DepthwiseSeparableASPPHead, UPerHead, FPN)
+MODELS.register(TimmBackbone)
 
 __all__ = [
     "ASPPHead",
@@ -43,6 +45,7 @@ __all__ = [
     "SegDataPreProcessor",
     "SegformerHead",
     "Segmentor",
+    "TimmBackbone",
     "TverskyLoss",
     "UPerHead",
 ]
