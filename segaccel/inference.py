@@ -35,8 +35,9 @@ def inference_model(
 
     Consecutive images of the same size after the test pipeline are batched together (up to
     `batch_size`); images of different sizes are never padded into one batch, so an image's
-    prediction does not depend on its neighbours. The model runs in eval mode under no_grad; its
-    previous train/eval mode is restored afterwards.
+    prediction does not depend on its neighbours. Whole or slide inference follows the model's
+    `test_cfg`. The model runs in eval mode under no_grad (its previous train/eval mode is
+    restored afterwards), in the dtype of its parameters (`seg_logits` come back in that dtype).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -67,8 +68,20 @@ def inference_model(
 def _predict(model: torch.nn.Module, batch: list[dict[str, Any]]) -> list[SegDataSample]:
     with torch.no_grad():
         data = model.data_preprocessor(seg_collate(batch), training=False)
-        samples = model.predict(data["inputs"], data["data_samples"])
+        inputs = data["inputs"]
+        dtype = _floating_dtype(model)
+        if dtype is not None and inputs.dtype != dtype:  # a model loaded with dtype=torch.bfloat16, ...
+            inputs = inputs.to(dtype)
+        samples = model.predict(inputs, data["data_samples"])
     return [sample.cpu() for sample in samples]
+
+
+def _floating_dtype(model: torch.nn.Module) -> torch.dtype | None:
+    """The dtype of the model's floating-point parameters (None when it has none)."""
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return None
 
 
 def _test_pipeline(steps: Sequence[dict | Any] | None) -> Compose:

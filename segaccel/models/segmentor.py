@@ -22,10 +22,18 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
+from huggingface_hub import ModelCard, PyTorchModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 from torch import nn
 
+from segaccel.convert import (
+    convert_mmseg_state_dict,
+    is_transformers_segformer,
+    mit_state_dict_from_transformers,
+    read_state_dict,
+    segformer_config_from_transformers,
+    segformer_state_dict_from_transformers,
+)
 from segaccel.registry import MODELS, ConfigError
 from segaccel.structures import PixelData, SegDataSample
 
@@ -35,6 +43,7 @@ FORMAT_VERSION = 1
 """Version of the `config.json` layout written by `save_pretrained`; bumped on incompatible changes."""
 
 MODES = ("loss", "predict", "tensor")
+PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"  # transformers' image processor settings
 FLIP_DIMS = {"horizontal": (-1,), "vertical": (-2,), "diagonal": (-2, -1)}
 HEAD_PREFIXES = ("decode_head.", "auxiliary_head.")
 
@@ -107,7 +116,12 @@ class Segmentor(
         auxiliary_head = _complete_defaults(_to_json(auxiliary_head, "model.auxiliary_head"))
         data_preprocessor = _complete_defaults(_to_json(data_preprocessor, "model.data_preprocessor"))
 
-        self.backbone = MODELS.build(backbone, key="model.backbone")
+        hub_pretrained = _hub_pretrained(backbone)
+        if hub_pretrained is None:
+            self.backbone = MODELS.build(backbone, key="model.backbone")
+        else:  # a transformers MiT encoder (a repo id or folder): built bare, then loaded and converted
+            self.backbone = MODELS.build({**backbone, "pretrained": None}, key="model.backbone")
+            load_transformers_mit(self.backbone, hub_pretrained)
         self.neck = MODELS.build(neck, key="model.neck") if neck is not None else None
         self.decode_head = MODELS.build(decode_head, key="model.decode_head")
         if auxiliary_head is None:
@@ -390,6 +404,51 @@ class Segmentor(
         text = json.dumps(self.config_for_saving(), sort_keys=True, indent=2)
         (save_directory / constants.CONFIG_NAME).write_text(text + "\n", encoding="utf-8")
 
+    def save_pretrained(
+        self,
+        save_directory: str | Path,
+        *,
+        config: dict | None = None,
+        repo_id: str | None = None,
+        push_to_hub: bool = False,
+        model_card_kwargs: dict[str, Any] | None = None,
+        **push_to_hub_kwargs: Any,
+    ) -> str | None:
+        """Write `config.json`, `model.safetensors` and a `README.md` model card into `save_directory`.
+
+        The card (`segaccel.hub.model_card.build_model_card`) takes `model_card_kwargs` (`metrics`,
+        `train_config`, `train_command`, `repo_id`, ...); metrics and training config not given are
+        read from `metrics.json` / `config.yaml` already in the folder (a runner export). A card
+        segaccel wrote before is replaced; one written by hand is kept.
+        """
+        save_directory = Path(save_directory)
+        from segaccel.hub.model_card import is_generated_card
+
+        readme = save_directory / constants.REPOCARD_NAME
+        if readme.is_file() and is_generated_card(readme.read_text(encoding="utf-8")):
+            readme.unlink()
+        card_kwargs = {"model_dir": save_directory, **(model_card_kwargs or {})}
+        if repo_id is not None:
+            card_kwargs.setdefault("repo_id", repo_id)
+        return super().save_pretrained(
+            save_directory,
+            config=config,
+            repo_id=repo_id,
+            push_to_hub=push_to_hub,
+            model_card_kwargs=card_kwargs,
+            **push_to_hub_kwargs,
+        )
+
+    def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
+        """The model card of this model (called by `save_pretrained` and `push_to_hub`).
+
+        The card is built from data only (the saved config, metrics, training config) by
+        `segaccel.hub.model_card`, which imports nothing of `segaccel.models`.
+        """
+        from segaccel.hub.model_card import build_model_card
+
+        return build_model_card(self.config_for_saving(), **kwargs)
+
     @classmethod
     def _from_pretrained(
         cls,
@@ -401,6 +460,8 @@ class Segmentor(
         local_files_only: bool,
         token: str | bool | None,
         map_location: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
         strict: bool = True,
         num_classes: int | None = None,
         config: dict | None = None,
@@ -408,12 +469,27 @@ class Segmentor(
     ) -> Segmentor:
         """Build the model from `config.json` and load its weights, strictly by default.
 
+        `model_id` is a local folder or a Hub repo id (downloaded with `revision`, `cache_dir`,
+        `token`, `local_files_only`, `force_download`, or read from the Hugging Face cache when
+        offline). A transformers SegFormer repo (`model_type: segformer` in its config.json) is
+        converted on load. `device` (or `map_location`) and `dtype` place the loaded model.
+
         `strict=True` raises on any missing, unexpected or mis-shaped weight, naming them. Passing
         `num_classes=` (or an `id2label=` of another length) builds heads for that many classes and
         re-initialises the classifier weights whose shape no longer fits, saying so in the log.
         Other keyword arguments override config.json entries (e.g. `test_cfg=`).
         """
-        if config is None and "backbone" not in model_kwargs:
+        hub_kwargs = dict(
+            revision=revision,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            token=token,
+            local_files_only=local_files_only,
+        )
+        from_transformers = is_transformers_segformer(config)
+        if from_transformers:
+            model_kwargs, config = _transformers_kwargs(model_id, config, model_kwargs, hub_kwargs)
+        elif config is None and "backbone" not in model_kwargs:
             raise FileNotFoundError(
                 f"{model_id}: no {constants.CONFIG_NAME} found; it describes the model to build"
             )
@@ -429,25 +505,13 @@ class Segmentor(
         except ConfigError as exc:
             raise ConfigError(f"{model_id}/{constants.CONFIG_NAME}: {exc}") from exc
 
-        hub_kwargs = dict(
-            revision=revision,
-            cache_dir=cache_dir,
-            force_download=force_download,
-            token=token,
-            local_files_only=local_files_only,
-        )
         weights_file = _weights_file(model_id, hub_kwargs)
-        if weights_file.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            state_dict = load_file(weights_file, device="cpu")
-        else:  # weights from outside are never unpickled beyond plain tensors
-            state_dict = torch.load(weights_file, map_location="cpu", weights_only=True)
-            flat = isinstance(state_dict, dict) and all(torch.is_tensor(v) for v in state_dict.values())
-            if not flat:
-                raise ValueError(f"{weights_file}: expected a flat state dict (name → tensor)")
+        state_dict = read_state_dict(weights_file)  # safetensors, or a pickle with weights_only=True
+        if from_transformers:
+            state_dict = segformer_state_dict_from_transformers(state_dict)
+            logger.info("%s: converted transformers SegFormer weights to segaccel's names", model_id)
         model.load_weights(state_dict, strict=strict, reinit_heads=reinit_heads, source=weights_file)
-        model.to(map_location)
+        model.to(device=device if device is not None else map_location, dtype=_torch_dtype(dtype))
         model.eval()
         return model
 
@@ -727,5 +791,162 @@ def _weights_file(model_id: str, hub_kwargs: dict[str, Any]) -> str:
         raise FileNotFoundError(f"{model_id}: no weights file ({' or '.join(names)})")
     try:
         return hf_hub_download(repo_id=model_id, filename=names[0], **hub_kwargs)
-    except EntryNotFoundError:
-        return hf_hub_download(repo_id=model_id, filename=names[1], **hub_kwargs)
+    except EntryNotFoundError as exc:  # not in the repo, or (offline) not in the cache
+        try:
+            return hf_hub_download(repo_id=model_id, filename=names[1], **hub_kwargs)
+        except EntryNotFoundError:
+            raise exc from None
+
+
+def _torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """`torch.float16`, `"float16"`, `"fp16"`, `"bf16"`, `"torch.bfloat16"`, ... → a floating torch dtype."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        out = dtype
+    else:
+        name = str(dtype).removeprefix("torch.")
+        name = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32",
+                "float": "float32", "fp64": "float64", "double": "float64"}.get(name, name)
+        out = getattr(torch, name, None)
+    if out is not None and (not isinstance(out, torch.dtype) or not out.is_floating_point):
+        raise ValueError(f"dtype={dtype!r}: expected a floating torch dtype (torch.bfloat16, 'float16', ...)")
+    return out
+
+
+def _optional_json(model_id: str, filename: str, hub_kwargs: dict[str, Any]) -> dict | None:
+    """A JSON file from a folder or a Hub repo, or None when the repo (or the offline cache) lacks it."""
+    if os.path.isdir(model_id):
+        path = os.path.join(model_id, filename)
+        if not os.path.isfile(path):
+            return None
+    else:
+        try:
+            path = hf_hub_download(repo_id=model_id, filename=filename, **hub_kwargs)
+        except EntryNotFoundError:
+            return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _transformers_kwargs(
+    model_id: str, config: dict, model_kwargs: dict[str, Any], hub_kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Our constructor arguments and config for a transformers SegFormer repo.
+
+    The Hub mixin fills `id2label`/`label2id` from transformers' config.json; those are replaced by
+    the converted config, while arguments the caller gave (other values) still override it.
+    """
+    preprocessor = _optional_json(model_id, PREPROCESSOR_CONFIG_NAME, hub_kwargs)
+    try:
+        converted = segformer_config_from_transformers(config, preprocessor)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"{model_id}: cannot convert this transformers SegFormer config: {exc}") from exc
+    given = {k: v for k, v in model_kwargs.items() if k not in config or config[k] != v}
+    logger.info("%s: transformers SegFormer (model_type: segformer); converting it on load", model_id)
+    return {**converted, **given}, converted
+
+
+def _hub_pretrained(backbone: dict[str, Any] | None) -> str | None:
+    """A MiT `pretrained` that names a transformers encoder (a Hub repo id or a folder), else None.
+
+    A local weights file stays the backbone's own business (`MixVisionTransformer.load_pretrained`).
+    """
+    if not isinstance(backbone, dict) or backbone.get("type") != "MixVisionTransformer":
+        return None
+    pretrained = backbone.get("pretrained")
+    if not isinstance(pretrained, str) or os.path.isfile(pretrained):
+        return None
+    return pretrained
+
+
+def load_transformers_mit(backbone: nn.Module, repo_or_dir: str, **hub_kwargs: Any) -> None:
+    """Initialise our `MixVisionTransformer` from a transformers SegFormer encoder (strictly).
+
+    `repo_or_dir` is a Hub repo id such as `nvidia/mit-b2` (the ImageNet encoders, downloaded or
+    read from the Hugging Face cache) or a local folder with a transformers SegFormer `config.json`
+    and weights. The encoder weights of any SegFormer repo (classification or segmentation) work;
+    its classifier or decode head is left out.
+    """
+    config = _optional_json(repo_or_dir, constants.CONFIG_NAME, hub_kwargs)
+    if not is_transformers_segformer(config):
+        raise ConfigError(
+            f"model.backbone.pretrained: {repo_or_dir!r} is neither a local weights file nor a transformers "
+            "SegFormer repo or folder (its config.json must say model_type: segformer)"
+        )
+    weights_file = _weights_file(repo_or_dir, hub_kwargs)
+    state = mit_state_dict_from_transformers(read_state_dict(weights_file))
+    result = backbone.load_state_dict(state, strict=False)
+    own = backbone.state_dict()
+    mismatched = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
+    if result.missing_keys or result.unexpected_keys or mismatched:
+        raise RuntimeError(
+            f"model.backbone.pretrained: {repo_or_dir} does not match this MixVisionTransformer "
+            f"(check arch/embed_dims/num_layers/num_heads against its config.json); missing keys: "
+            f"{result.missing_keys[:8]}, unexpected keys: {result.unexpected_keys[:8]}, "
+            f"shape mismatches: {mismatched[:8]}"
+        )
+    eps = getattr(backbone, "layer_norm_eps", None)
+    if eps is not None and eps != 1e-5:
+        logger.warning(
+            "model.backbone: %s was trained with LayerNorm eps 1e-5 (transformers) but this backbone has "
+            "layer_norm_eps=%s; set layer_norm_eps: 1.0e-5 to reproduce its features exactly",
+            repo_or_dir,
+            eps,
+        )
+    logger.info("initialised the backbone from %s (transformers SegFormer encoder weights)", repo_or_dir)
+
+
+def load_pretrained_weights(
+    model: Segmentor,
+    path_or_repo_id: str | os.PathLike,
+    *,
+    strict: bool = False,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+) -> str:
+    """Load weights into a built model from a file, a model folder or a Hub repo id (`load_from:`).
+
+    - a file: `.safetensors`, or a pickle (`.pth`/`.bin`/`.pt`, e.g. an MMSegmentation model-zoo
+      checkpoint, its `state_dict` unwrapped) read with `torch.load(weights_only=True)`;
+    - a folder or a Hub repo id: its `model.safetensors` (or `pytorch_model.bin`); a transformers
+      SegFormer (`model_type: segformer` in its config.json) is converted to our names.
+
+    `strict=False` (fine-tuning) loads every matching weight and re-initialises head weights whose
+    shape differs (another class count), logging which; `strict=True` requires an exact match.
+    Returns the weights file that was read.
+    """
+    source = str(path_or_repo_id)
+    hub_kwargs = dict(
+        revision=revision,
+        cache_dir=cache_dir,
+        force_download=force_download,
+        token=token,
+        local_files_only=local_files_only,
+    )
+    if os.path.isfile(source):
+        weights_file = source
+        state = read_state_dict(source)
+        if not source.endswith(".safetensors"):
+            state = convert_mmseg_state_dict(state)
+    else:
+        if not os.path.isdir(source) and _looks_like_a_path(source):
+            raise FileNotFoundError(f"no weights file or model folder at {source}")
+        config = _optional_json(source, constants.CONFIG_NAME, hub_kwargs)
+        weights_file = _weights_file(source, hub_kwargs)
+        state = read_state_dict(weights_file)
+        if is_transformers_segformer(config):
+            state = segformer_state_dict_from_transformers(state)
+    model.load_weights(state, strict=strict, reinit_heads=not strict, source=weights_file)
+    logger.info("loaded weights from %s", weights_file)
+    return weights_file
+
+
+def _looks_like_a_path(source: str) -> bool:
+    """A local path (absolute, relative with ./ or ../, ~, or a weights file name), not a Hub repo id."""
+    return (
+        source.startswith(("/", "./", "../", "~", "\\"))
+        or source.endswith((".safetensors", ".pth", ".pt", ".bin", ".ckpt"))
+        or source.count("/") > 1
+    )

@@ -1,0 +1,101 @@
+#!/usr/bin/env python
+"""Convert an existing checkpoint into a segaccel model folder (config.json + model.safetensors + card).
+
+    # a transformers SegFormer (a Hub repo id or a local folder saved by transformers)
+    python scripts/convert_checkpoint.py nvidia/segformer-b0-finetuned-ade-512-512 converted/segformer-b0-ade
+    # an MMSegmentation model-zoo checkpoint: our config describes the same model
+    python scripts/convert_checkpoint.py segformer_mit-b0_ade.pth converted/b0 \
+        --config configs/segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.yaml
+
+The result loads with `Segmentor.from_pretrained(OUT_DIR)` and can be pushed with
+`scripts/push_to_hub.py OUT_DIR REPO_ID`. MMSegmentation checkpoints are read with
+`torch.load(weights_only=True)`; their class names and palette (checkpoint `meta`) are kept. After
+writing, the folder is loaded again and its logits on a random input compared with the converted
+model's (printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+
+import torch  # noqa: E402
+
+from segaccel.config import dump_config, load_config  # noqa: E402
+from segaccel.convert import convert_mmseg_state_dict, load_mmseg_checkpoint, read_state_dict  # noqa: E402
+from segaccel.models import Segmentor  # noqa: E402
+from segaccel.registry import MODELS  # noqa: E402
+
+PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Convert a checkpoint into a segaccel model folder.")
+    parser.add_argument("source", help="transformers SegFormer repo id/folder, or an MMSegmentation .pth")
+    parser.add_argument("out_dir", help="the segaccel model folder to write")
+    parser.add_argument("--config", help="our YAML config of the same model (MMSegmentation checkpoints)")
+    parser.add_argument("--revision", help="Hub revision of a transformers repo")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for --config")
+    return parser.parse_args(argv)
+
+
+def convert_mmseg(path: Path, config: str, overrides: list[str]) -> tuple[Segmentor, dict]:
+    cfg = load_config(config, overrides)
+    if path.suffix == ".safetensors":
+        ckpt = {
+            "state_dict": convert_mmseg_state_dict(read_state_dict(path)),
+            "classes": None,
+            "palette": None,
+        }
+    else:
+        ckpt = load_mmseg_checkpoint(path)
+    model_cfg = copy.deepcopy(cfg["model"])
+    if ckpt["classes"] and not model_cfg.get("id2label"):
+        model_cfg["id2label"] = dict(enumerate(ckpt["classes"]))
+    if ckpt["palette"] and not model_cfg.get("palette"):
+        model_cfg["palette"] = ckpt["palette"]
+    if not model_cfg.get("test_pipeline"):
+        for key in ("test_dataloader", "val_dataloader"):
+            pipeline = (cfg.get(key) or {}).get("dataset", {}).get("pipeline")
+            if pipeline:
+                model_cfg["test_pipeline"] = pipeline
+                break
+    backbone = model_cfg.get("backbone") or {}
+    if backbone.get("pretrained"):  # the checkpoint holds every weight: no ImageNet download
+        model_cfg["backbone"] = {**backbone, "pretrained": None}
+    model = MODELS.build(model_cfg, key="model")
+    model.load_weights(ckpt["state_dict"], strict=True, source=str(path))
+    return model.eval(), cfg
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    source = Path(args.source)
+    cfg = None
+    if source.suffix in PICKLE_SUFFIXES or source.suffix == ".safetensors":
+        if not args.config:
+            raise SystemExit("convert_checkpoint.py: an MMSegmentation checkpoint needs --config (our YAML)")
+        model, cfg = convert_mmseg(source, args.config, args.overrides)
+    else:
+        kwargs = {"revision": args.revision} if args.revision else {}
+        model = Segmentor.from_pretrained(args.source, **kwargs)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg is not None:  # first, so that the model card shows it
+        dump_config(cfg, out_dir / "config.yaml")
+    model.save_pretrained(out_dir)
+
+    reloaded = Segmentor.from_pretrained(str(out_dir))
+    x = torch.randn(1, int(model.config["backbone"].get("in_channels", 3)), 64, 64)
+    with torch.no_grad():
+        diff = (reloaded(x) - model(x)).abs().max().item()
+    print(f"wrote {out_dir} ({model.num_classes} classes); reloaded logits differ by at most {diff:.3g}")
+    return out_dir
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Pure state-dict and config conversions between segaccel and other libraries' checkpoints.
+
+`segformer`: transformers' SegFormer (both directions); `mmseg`: MMSegmentation model-zoo
+checkpoints. Nothing here builds a model or touches the network; `files.read_state_dict` reads a
+weights file without unpickling anything but tensors.
+"""
+
+from .files import read_state_dict
+from .mmseg import convert_mmseg_state_dict, load_mmseg_checkpoint
+from .segformer import (
+    is_transformers_segformer,
+    mit_config_from_transformers,
+    mit_state_dict_from_transformers,
+    segformer_config_from_transformers,
+    segformer_config_to_transformers,
+    segformer_state_dict_from_transformers,
+    segformer_state_dict_to_transformers,
+)
+
+__all__ = [
+    "convert_mmseg_state_dict",
+    "is_transformers_segformer",
+    "load_mmseg_checkpoint",
+    "mit_config_from_transformers",
+    "mit_state_dict_from_transformers",
+    "read_state_dict",
+    "segformer_config_from_transformers",
+    "segformer_config_to_transformers",
+    "segformer_state_dict_from_transformers",
+    "segformer_state_dict_to_transformers",
+]
