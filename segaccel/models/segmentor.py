@@ -439,6 +439,15 @@ class Segmentor(
             **push_to_hub_kwargs,
         )
 
+    def push_to_hub(
+        self, repo_id: str, *, model_card_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> str:
+        """`PyTorchModelHubMixin.push_to_hub` (one commit: config.json, model.safetensors, README.md),
+        with `repo_id` in the model card's usage snippet. For a saved folder with its metrics and
+        training config, `segaccel.hub.push_model_dir` (`scripts/push_to_hub.py`) pushes those too."""
+        card_kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
+        return super().push_to_hub(repo_id, model_card_kwargs=card_kwargs, **kwargs)
+
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """The model card of this model (called by `save_pretrained` and `push_to_hub`).
 
