@@ -258,6 +258,100 @@ class RandomResize:
         )
 
 
+class RandomChoiceResize:
+    """Resize to one of `scales` (each (w, h)), picked uniformly at random, as mmcv's RandomChoiceResize.
+
+    The chosen scale is applied like `Resize(scale, keep_ratio)`; records `scale_idx` besides
+    Resize's `img_shape`, `scale`, `scale_factor` and `keep_ratio`. Only `resize_type="Resize"`
+    exists here.
+    """
+
+    def __init__(
+        self,
+        scales: Sequence[int] | Sequence[Sequence[int]],
+        resize_type: str = "Resize",
+        keep_ratio: bool = True,
+        interpolation: str = "bilinear",
+    ) -> None:
+        if resize_type != "Resize":
+            raise ValueError(
+                f"RandomChoiceResize: only resize_type='Resize' is supported, got {resize_type!r}"
+            )
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"RandomChoiceResize: interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}"
+            )
+        if isinstance(scales, Sequence) and scales and all(isinstance(s, (int, np.integer)) for s in scales):
+            scales = [scales]  # a single (w, h) pair
+        if not isinstance(scales, Sequence) or not scales:
+            raise ValueError(f"RandomChoiceResize: scales must be a non-empty list of (w, h), got {scales!r}")
+        self.scales = [_pair(s, "RandomChoiceResize", "each scale (w, h)") for s in scales]
+        self.resize_type = resize_type
+        self.keep_ratio = keep_ratio
+        self.interpolation = interpolation
+
+    def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
+        rng = _require_rng(rng, "RandomChoiceResize")
+        index = int(rng.integers(len(self.scales)))
+        results = _apply_resize(results, self.scales[index], self.keep_ratio, self.interpolation)
+        results["scale_idx"] = index
+        return results
+
+    def __repr__(self) -> str:
+        return (
+            f"RandomChoiceResize(scales={self.scales}, keep_ratio={self.keep_ratio}, "
+            f"interpolation={self.interpolation!r})"
+        )
+
+
+class ResizeShortestEdge:
+    """Scale the short edge to `scale` (the smaller value of a pair) keeping the aspect ratio, as mmseg's.
+
+    If the long edge would then exceed `max_size`, the image is scaled down so that it does not.
+    Edges are rounded half up. Records what `Resize` records (`scale` is the final (w, h)).
+    """
+
+    def __init__(
+        self, scale: int | Sequence[int], max_size: int | None = None, interpolation: str = "bilinear"
+    ) -> None:
+        if isinstance(scale, (int, np.integer)):
+            short = int(scale)
+        else:
+            short = min(_pair(scale, "ResizeShortestEdge", "scale"))
+        if short <= 0:
+            raise ValueError(f"ResizeShortestEdge: scale must be positive, got {scale!r}")
+        if max_size is not None and max_size <= 0:
+            raise ValueError(f"ResizeShortestEdge: max_size must be positive or None, got {max_size!r}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"ResizeShortestEdge: interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}"
+            )
+        self.scale = scale
+        self.short_edge = short
+        self.max_size = max_size
+        self.interpolation = interpolation
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """The `(w, h)` an `h x w` image is resized to."""
+        size = float(self.short_edge)
+        factor = size / min(h, w)
+        new_h, new_w = (size, factor * w) if h < w else (factor * h, size)
+        if self.max_size and max(new_h, new_w) > self.max_size:
+            factor = self.max_size / max(new_h, new_w)
+            new_h, new_w = new_h * factor, new_w * factor
+        return int(new_w + 0.5), int(new_h + 0.5)
+
+    def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
+        h, w = results["img"].shape[:2]
+        return _apply_resize(results, self.output_size(h, w), False, self.interpolation)
+
+    def __repr__(self) -> str:
+        return (
+            f"ResizeShortestEdge(scale={self.scale}, max_size={self.max_size}, "
+            f"interpolation={self.interpolation!r})"
+        )
+
+
 # --- cropping and flipping --------------------------------------------------------------------------
 
 
@@ -379,6 +473,302 @@ class RandomFlip:
         return f"RandomFlip(prob={self.prob}, direction={self.direction!r})"
 
 
+# --- rotating, padding, cutting out -----------------------------------------------------------------
+
+
+def _index_to_normalized(h: int, w: int) -> np.ndarray:
+    """3x3 matrix taking pixel-index coordinates (x, y, 1) to `grid_sample`'s align_corners=False ones."""
+    return np.array([[2.0 / w, 0.0, 1.0 / w - 1.0], [0.0, 2.0 / h, 1.0 / h - 1.0], [0.0, 0.0, 1.0]])
+
+
+def rotate_arrays(
+    img: np.ndarray,
+    mask: np.ndarray | None,
+    degree: float,
+    pad_val: float | Sequence[float] = 0,
+    seg_pad_val: int = 255,
+    center: tuple[float, float] | None = None,
+    auto_bound: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rotate `img` (H, W, C) bilinearly and `mask` (H, W) by nearest neighbour, clockwise by `degree`.
+
+    mmcv.imrotate's geometry: about `center` (x, y) in pixel coordinates, default the image centre
+    ((w - 1) / 2, (h - 1) / 2); with `auto_bound` the output grows to hold the whole rotated image.
+    Uncovered pixels get `pad_val` (image) and `seg_pad_val` (mask). Uses torch's `grid_sample`.
+    """
+    h, w = img.shape[:2]
+    theta = np.deg2rad(degree)
+    cos, sin = np.cos(theta), np.sin(theta)
+    c_in = np.array(center if center is not None else ((w - 1) * 0.5, (h - 1) * 0.5), dtype=np.float64)
+    out_h, out_w = h, w
+    c_out = c_in
+    if auto_bound:
+        new_w, new_h = h * abs(sin) + w * abs(cos), h * abs(cos) + w * abs(sin)
+        c_out = c_in + np.array([(new_w - w) * 0.5, (new_h - h) * 0.5])
+        out_w, out_h = int(np.round(new_w)), int(np.round(new_h))
+    # output pixel p -> input pixel R(-degree) (p - c_out) + c_in  (y points down: +degree is clockwise)
+    inverse = np.array([[cos, sin, 0.0], [-sin, cos, 0.0], [0.0, 0.0, 1.0]])
+    to_out = np.array([[1.0, 0.0, -c_out[0]], [0.0, 1.0, -c_out[1]], [0.0, 0.0, 1.0]])
+    from_in = np.array([[1.0, 0.0, c_in[0]], [0.0, 1.0, c_in[1]], [0.0, 0.0, 1.0]])
+    pixel_map = from_in @ inverse @ to_out
+    normalized = _index_to_normalized(h, w) @ pixel_map @ np.linalg.inv(_index_to_normalized(out_h, out_w))
+    grid = F.affine_grid(
+        torch.from_numpy(normalized[:2]).float()[None], [1, 1, out_h, out_w], align_corners=False
+    )
+
+    channels = img.shape[2] if img.ndim == 3 else 1
+    pad = np.broadcast_to(np.asarray(pad_val, dtype=np.float32), (channels,))
+    x = torch.from_numpy(img.reshape(h, w, channels).astype(np.float32) - pad).permute(2, 0, 1)[None]
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+    out = out.permute(1, 2, 0).numpy() + pad
+    if np.issubdtype(img.dtype, np.integer):
+        info = np.iinfo(img.dtype)
+        out = np.clip(np.rint(out), info.min, info.max)
+    out_img = np.ascontiguousarray(out.astype(img.dtype).reshape((out_h, out_w, *img.shape[2:])))
+
+    out_mask = None
+    if mask is not None:
+        m = torch.from_numpy(mask.astype(np.float64))[None, None]
+        ones = torch.ones_like(m)
+        g = grid.double()
+        rotated = F.grid_sample(m, g, mode="nearest", padding_mode="zeros", align_corners=False)[0, 0]
+        inside = F.grid_sample(ones, g, mode="nearest", padding_mode="zeros", align_corners=False)[0, 0]
+        out_mask = np.where(inside.numpy() > 0.5, rotated.numpy(), seg_pad_val).astype(mask.dtype)
+    return out_img, out_mask
+
+
+class RandomRotate:
+    """Rotate image and mask with probability `prob` by an angle drawn uniformly from `degree`.
+
+    As MMSegmentation's: `degree` is (min, max) or a positive number d meaning (-d, d); positive
+    angles rotate clockwise; the image is interpolated bilinearly (uncovered pixels `pad_val`),
+    the mask by nearest neighbour (uncovered pixels `seg_pad_val`, 255 = ignored); `center` (x, y)
+    and `auto_bound` as mmcv.imrotate. Records `rotate_degree` (None when not rotated) and
+    `img_shape`.
+    """
+
+    def __init__(
+        self,
+        prob: float,
+        degree: float | Sequence[float],
+        pad_val: float | Sequence[float] = 0,
+        seg_pad_val: int = 255,
+        center: Sequence[float] | None = None,
+        auto_bound: bool = False,
+    ) -> None:
+        if not 0 <= prob <= 1:
+            raise ValueError(f"RandomRotate: prob must be in [0, 1], got {prob!r}")
+        if isinstance(degree, (int, float)):
+            if degree <= 0:
+                raise ValueError(f"RandomRotate: a single degree must be positive, got {degree!r}")
+            degree = (-float(degree), float(degree))
+        if len(degree) != 2:
+            raise ValueError(f"RandomRotate: degree must be a number or (min, max), got {degree!r}")
+        if center is not None and auto_bound:
+            raise ValueError(
+                "RandomRotate: `auto_bound` rotates about the image centre; do not give `center`"
+            )
+        self.prob = float(prob)
+        self.degree = (float(min(degree)), float(max(degree)))
+        self.pad_val = pad_val
+        self.seg_pad_val = seg_pad_val
+        self.center = tuple(float(c) for c in center) if center is not None else None
+        self.auto_bound = auto_bound
+
+    def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
+        rng = _require_rng(rng, "RandomRotate")
+        rotate = rng.random() < self.prob
+        degree = float(rng.uniform(*self.degree))
+        results["rotate_degree"] = None
+        if rotate:
+            img, mask = rotate_arrays(
+                results["img"],
+                results.get("gt_seg_map"),
+                degree,
+                self.pad_val,
+                self.seg_pad_val,
+                self.center,
+                self.auto_bound,
+            )
+            results["img"] = img
+            if mask is not None:
+                results["gt_seg_map"] = mask
+            results["img_shape"] = tuple(int(s) for s in img.shape[:2])
+            results["rotate_degree"] = degree
+        return results
+
+    def __repr__(self) -> str:
+        return (
+            f"RandomRotate(prob={self.prob}, degree={self.degree}, pad_val={self.pad_val}, "
+            f"seg_pad_val={self.seg_pad_val}, center={self.center}, auto_bound={self.auto_bound})"
+        )
+
+
+PADDING_MODES = ("constant", "edge", "reflect", "symmetric")
+
+
+class Pad:
+    """Pad the image (and mask) on the right and bottom, as mmcv's Pad.
+
+    To `size` (h, w) — note: (h, w) like every shape here, where mmcv's `size` is (w, h) — or to
+    the next multiple of `size_divisor`, optionally after making it square (`pad_to_square`).
+    The image is padded with `pad_val["img"]` (or `padding_mode` edge/reflect/symmetric), the
+    mask always with the constant `pad_val["seg"]` (255 = ignored). Records `pad_shape`,
+    `pad_fixed_size`, `pad_size_divisor` and `img_shape` (the padded size, as mmcv).
+    """
+
+    def __init__(
+        self,
+        size: int | Sequence[int] | None = None,
+        size_divisor: int | None = None,
+        pad_to_square: bool = False,
+        pad_val: float | dict | None = None,
+        padding_mode: str = "constant",
+    ) -> None:
+        if pad_to_square:
+            if size is not None:
+                raise ValueError("Pad: give `size` or `pad_to_square`, not both")
+        elif (size is None) == (size_divisor is None):
+            raise ValueError(f"Pad: give exactly one of size or size_divisor, got {size=}, {size_divisor=}")
+        if size_divisor is not None and (int(size_divisor) != size_divisor or size_divisor <= 0):
+            raise ValueError(f"Pad: size_divisor must be a positive int, got {size_divisor!r}")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"Pad: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        if pad_val is None:
+            pad_val = {"img": 0, "seg": 255}
+        elif not isinstance(pad_val, dict):
+            pad_val = {"img": pad_val, "seg": 255}
+        self.size = _pair(size, "Pad", "size (h, w)") if size is not None else None
+        self.size_divisor = int(size_divisor) if size_divisor is not None else None
+        self.pad_to_square = pad_to_square
+        self.pad_val = {"img": pad_val.get("img", 0), "seg": int(pad_val.get("seg", 255))}
+        self.padding_mode = padding_mode
+
+    def target_size(self, h: int, w: int) -> tuple[int, int]:
+        """The padded `(h, w)` of an `h x w` image."""
+        size = (max(h, w), max(h, w)) if self.pad_to_square else None
+        if self.size_divisor is not None:
+            size = size or (h, w)
+            d = self.size_divisor
+            return -(-size[0] // d) * d, -(-size[1] // d) * d
+        return size or self.size
+
+    def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
+        img = results["img"]
+        h, w = img.shape[:2]
+        th, tw = self.target_size(h, w)
+        if th < h or tw < w:
+            raise ValueError(
+                f"Pad: sample {results.get('img_id')!r} of size (h, w) = {(h, w)} is larger than the "
+                f"pad size {(th, tw)}; crop or resize it first"
+            )
+        widths = ((0, th - h), (0, tw - w)) + ((0, 0),) * (img.ndim - 2)
+        if self.padding_mode == "constant":
+            channels = img.shape[2] if img.ndim == 3 else 1
+            value = np.broadcast_to(np.asarray(self.pad_val["img"]), (channels,)).astype(img.dtype)
+            padded = np.empty((th, tw, *img.shape[2:]), dtype=img.dtype)
+            padded[...] = value.reshape((1, 1, *img.shape[2:])) if img.ndim == 3 else value[0]
+            padded[:h, :w] = img
+        else:
+            padded = np.pad(img, widths, mode=self.padding_mode)
+        results["img"] = padded
+        seg = results.get("gt_seg_map")  # a mask still pending (before LoadAnnotations) is left alone
+        if seg is not None:
+            padded_seg = np.full((th, tw), self.pad_val["seg"], dtype=seg.dtype)
+            padded_seg[:h, :w] = seg
+            results["gt_seg_map"] = padded_seg
+        results["pad_shape"] = (th, tw)
+        results["pad_fixed_size"] = self.size
+        results["pad_size_divisor"] = self.size_divisor
+        results["img_shape"] = (th, tw)
+        return results
+
+    def __repr__(self) -> str:
+        return (
+            f"Pad(size={self.size}, size_divisor={self.size_divisor}, pad_to_square={self.pad_to_square}, "
+            f"pad_val={self.pad_val}, padding_mode={self.padding_mode!r})"
+        )
+
+
+class RandomCutOut:
+    """Cutout: with probability `prob`, fill `n_holes` random rectangles with `fill_in`, as mmseg's.
+
+    `n_holes` is an int or (min, max) (drawn inclusive). Each hole's top-left corner is uniform
+    over the image and its size is one of `cutout_shape` ((h, w) pixels; mmseg's is (w, h)) or
+    `cutout_ratio` ((h, w) fractions of the image), chosen at random; holes are clipped at the
+    border. With `seg_fill_in` (e.g. 255 = ignored) the mask gets it in the holes too. Records
+    `cutout_boxes` as (y0, y1, x0, x1).
+    """
+
+    def __init__(
+        self,
+        prob: float,
+        n_holes: int | Sequence[int],
+        cutout_shape: Sequence[int] | Sequence[Sequence[int]] | None = None,
+        cutout_ratio: Sequence[float] | Sequence[Sequence[float]] | None = None,
+        fill_in: Sequence[float] = (0, 0, 0),
+        seg_fill_in: int | None = None,
+    ) -> None:
+        if not 0 <= prob <= 1:
+            raise ValueError(f"RandomCutOut: prob must be in [0, 1], got {prob!r}")
+        if (cutout_shape is None) == (cutout_ratio is None):
+            raise ValueError("RandomCutOut: give exactly one of cutout_shape or cutout_ratio")
+        if isinstance(n_holes, (int, np.integer)):
+            n_holes = (int(n_holes), int(n_holes))
+        if len(n_holes) != 2 or not 0 <= n_holes[0] <= n_holes[1]:
+            raise ValueError(f"RandomCutOut: n_holes must be an int or (min, max), got {n_holes!r}")
+        if seg_fill_in is not None and not (isinstance(seg_fill_in, int) and 0 <= seg_fill_in <= 255):
+            raise ValueError(
+                f"RandomCutOut: seg_fill_in must be an int in [0, 255] or None, got {seg_fill_in!r}"
+            )
+        candidates = cutout_ratio if cutout_ratio is not None else cutout_shape
+        if isinstance(candidates, Sequence) and candidates and not isinstance(candidates[0], Sequence):
+            candidates = [candidates]
+        if not candidates or any(len(c) != 2 or min(c) < 0 for c in candidates):
+            raise ValueError(
+                "RandomCutOut: cutout_shape / cutout_ratio must be (h, w) or a list of (h, w), "
+                f"got {candidates!r}"
+            )
+        self.prob = float(prob)
+        self.n_holes = (int(n_holes[0]), int(n_holes[1]))
+        self.with_ratio = cutout_ratio is not None
+        self.candidates = [tuple(c) for c in candidates]
+        self.fill_in = fill_in
+        self.seg_fill_in = seg_fill_in
+
+    def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
+        rng = _require_rng(rng, "RandomCutOut")
+        boxes = []
+        if rng.random() < self.prob:
+            img = results["img"].copy()
+            h, w = img.shape[:2]
+            seg = results.get("gt_seg_map")
+            if seg is not None and self.seg_fill_in is not None:
+                seg = seg.copy()
+            for _ in range(int(rng.integers(self.n_holes[0], self.n_holes[1] + 1))):
+                x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+                ch, cw = self.candidates[int(rng.integers(len(self.candidates)))]
+                if self.with_ratio:
+                    ch, cw = int(ch * h), int(cw * w)
+                y1, x1 = min(y0 + int(ch), h), min(x0 + int(cw), w)
+                img[y0:y1, x0:x1] = self.fill_in
+                if seg is not None and self.seg_fill_in is not None:
+                    seg[y0:y1, x0:x1] = self.seg_fill_in
+                boxes.append((y0, y1, x0, x1))
+            results["img"] = img
+            if seg is not None:
+                results["gt_seg_map"] = seg
+        results["cutout_boxes"] = boxes
+        return results
+
+    def __repr__(self) -> str:
+        kind = "cutout_ratio" if self.with_ratio else "cutout_shape"
+        return (
+            f"RandomCutOut(prob={self.prob}, n_holes={self.n_holes}, {kind}={self.candidates}, "
+            f"fill_in={self.fill_in}, seg_fill_in={self.seg_fill_in})"
+        )
+
+
 # --- colour ------------------------------------------------------------------------------------------
 
 
@@ -481,6 +871,39 @@ class PhotoMetricDistortion:
             f"contrast_range={(self.contrast_lower, self.contrast_upper)}, "
             f"saturation_range={(self.saturation_lower, self.saturation_upper)}, hue_delta={self.hue_delta})"
         )
+
+
+class RGB2Gray:
+    """Grey image: the weighted sum of the channels, repeated `out_channels` times (default: as many as in).
+
+    Our images are RGB, so the default weights (0.299, 0.587, 0.114) give the usual luma (mmseg
+    applies the same weights to its BGR images). The result is rounded to uint8. Records `img_shape`.
+    """
+
+    def __init__(
+        self, out_channels: int | None = None, weights: Sequence[float] = (0.299, 0.587, 0.114)
+    ) -> None:
+        if out_channels is not None and out_channels <= 0:
+            raise ValueError(f"RGB2Gray: out_channels must be positive or None, got {out_channels!r}")
+        self.out_channels = out_channels
+        self.weights = tuple(float(v) for v in weights)
+
+    def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
+        img = results["img"]
+        if img.ndim != 3 or img.shape[2] != len(self.weights):
+            raise ValueError(
+                f"RGB2Gray: sample {results.get('img_id')!r}: expected an (H, W, {len(self.weights)}) image, "
+                f"got shape {img.shape}"
+            )
+        grey = img.astype(np.float32) @ np.asarray(self.weights, dtype=np.float32)
+        grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
+        channels = self.out_channels or img.shape[2]
+        results["img"] = np.ascontiguousarray(np.repeat(grey[..., None], channels, axis=2))
+        results["img_shape"] = tuple(int(s) for s in img.shape[:2])
+        return results
+
+    def __repr__(self) -> str:
+        return f"RGB2Gray(out_channels={self.out_channels}, weights={self.weights})"
 
 
 # --- loading --------------------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ def test_corrupt_image_bytes_name_the_sample_and_column():
 
 def test_multi_channel_mask_is_an_error():
     ds = SegDataset(tiny([rgb()], [rgb()]), pipeline=None, split="val")
-    with pytest.raises(SampleError, match=r"index 0: mask .*3 channels"):
+    with pytest.raises(SampleError, match=r"index 0: mask .*3 channel"):
         ds[0]
 
 
@@ -189,7 +189,7 @@ def test_build_hf_dataset_sources(tmp_path, two_rows):
         build_hf_dataset(cfg, "test")
 
     datasets.DatasetDict({"train": two_rows}).save_to_disk(str(tmp_path / "saved"))
-    assert len(build_hf_dataset({"path": str(tmp_path / "saved")}, "train")) == 2
+    assert len(build_hf_dataset({"path": str(tmp_path / "saved"), "validation_split": 0}, "train")) == 2
 
     two_rows.to_parquet(str(tmp_path / "rows.parquet"))
     parquet_cfg = {

@@ -1,0 +1,236 @@
+"""Streamed datasets: `datasets.IterableDataset` splits read without downloading them first.
+
+The stream is sharded across processes once, here, with `split_dataset_by_node` (the runner
+never lets Accelerate shard it again), shuffled with a buffer of examples (training), and split
+across DataLoader workers by `datasets` itself. Each sample is augmented with a generator seeded
+by its place in the stream, `(seed, epoch, process, worker, position)`.
+
+Resuming: every training sample carries the stream's `state_dict()` after it; `StreamLoader`
+records the latest one of each worker as batches are consumed, and `StreamCheckpoint` (registered
+with Accelerate's checkpointing) saves them for all processes and gives each its own back. A
+resumed stream continues from there — the same samples, though not necessarily bit-exact: the
+shuffle buffer is refilled, and workers take turns from the first one again.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from datasets.distributed import split_dataset_by_node
+
+from segaccel.data.collate import seg_collate
+from segaccel.data.datasets import SampleError, SampleReader
+from segaccel.data.transforms import Compose
+
+logger = logging.getLogger(__name__)
+
+STATE_KEY = "stream_state"
+
+
+def prepare_stream(
+    hf_dataset: datasets.IterableDataset,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle_buffer_size: int = 0,
+    columns: Sequence[str] | None = None,
+) -> datasets.IterableDataset:
+    """Keep `columns`, leave images undecoded, shuffle (buffer > 0), then shard for `rank` of `world_size`.
+
+    Shuffling comes first with a fixed seed, so every process shuffles the shards the same way
+    and `split_dataset_by_node` hands out disjoint parts: whole shards when their number divides
+    by `world_size`, else every `world_size`-th example.
+    """
+    stream = hf_dataset
+    features = stream.features or {}
+    if columns and stream.column_names:
+        stream = stream.select_columns([c for c in columns if c in stream.column_names])
+    for column in columns or []:
+        if isinstance(features.get(column), datasets.Image):
+            stream = stream.cast_column(column, datasets.Image(decode=False))  # decoded by us, errors named
+    if shuffle_buffer_size > 0:
+        stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
+    if world_size > 1:
+        stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
+    return stream
+
+
+class SegStreamDataset(SampleReader, torch.utils.data.IterableDataset):
+    """A torch iterable dataset over a streamed split: rows → pipeline → PackSegInputs' dicts.
+
+    `hf_dataset` is already sharded for this process (`prepare_stream`). With `infinite` (training)
+    the stream repeats, epoch after epoch (`set_epoch` reshuffles), and every output carries its
+    `stream_state` for checkpoints; otherwise it is read once (evaluation). A sample's augmentation
+    is seeded by `(seed, epoch, rank, worker, position)`; its `img_id` is
+    `"<split>/<rank>.<worker>.<epoch>.<position>"` and errors name that position.
+    """
+
+    def __init__(
+        self,
+        hf_dataset: datasets.IterableDataset,
+        pipeline: Sequence[dict | Callable] | Compose | None,
+        image_column: str = "image",
+        label_column: str | None = "label",
+        reduce_zero_label: bool = False,
+        label_map: dict[int, int] | None = None,
+        ignore_index: int = 255,
+        num_classes: int | None = None,
+        seed: int = 0,
+        name: str = "",
+        split: str = "",
+        id2label: dict[int, str] | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        infinite: bool = False,
+    ) -> None:
+        self._init_reader(
+            pipeline,
+            image_column,
+            label_column,
+            reduce_zero_label,
+            label_map,
+            ignore_index,
+            num_classes,
+            seed,
+            name,
+            split,
+            id2label,
+        )
+        if not isinstance(hf_dataset, datasets.IterableDataset):
+            raise TypeError(f"{self._where()}: SegStreamDataset needs a datasets.IterableDataset")
+        self._check_columns(hf_dataset.column_names)
+        self.hf_dataset = hf_dataset
+        self.rank = rank
+        self.world_size = world_size
+        self.infinite = infinite
+        self._start_states: dict[int, dict] = {}
+
+    def resume_from(self, worker_states: dict[int, dict] | None) -> None:
+        """Start each DataLoader worker where its recorded `stream_state` says (see `StreamCheckpoint`)."""
+        self._start_states = {int(k): v for k, v in (worker_states or {}).items()}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        start = self._start_states.get(worker)
+        if start is not None and start.get("num_workers") != num_workers:
+            logger.warning(
+                f"{self._where()}: the stream position was saved with {start.get('num_workers')} DataLoader "
+                f"workers, now there are {num_workers}; worker {worker} restarts epoch {start['epoch']} from "
+                "its beginning"
+            )
+            start = {"epoch": start["epoch"], "position": 0, "hf": None}
+        epoch = int(start["epoch"]) if start else 0
+        position = int(start["position"]) if start else 0
+        stream = copy.deepcopy(self.hf_dataset)
+        while True:
+            stream.set_epoch(epoch)
+            resumed = start is not None and start.get("hf") is not None
+            stream.load_state_dict(start["hf"] if resumed else None)
+            start = None
+            produced = False
+            for row in stream:
+                out = self._sample(row, epoch, worker, position)
+                position += 1
+                produced = True
+                if self.infinite:
+                    out[STATE_KEY] = {
+                        "worker": worker,
+                        "num_workers": num_workers,
+                        "epoch": epoch,
+                        "position": position,
+                        "hf": stream.state_dict(),
+                    }
+                yield out
+            if not self.infinite:
+                return
+            if not produced and not resumed:
+                if num_workers > 1:
+                    return  # fewer shards than workers: this worker has none (datasets warns)
+                raise SampleError(f"{self._where()}: the stream is empty on process {self.rank}")
+            epoch, position = epoch + 1, 0
+
+    def _sample(self, row: dict[str, Any], epoch: int, worker: int, position: int) -> dict[str, Any]:
+        where = f"{position} (stream position on process {self.rank}, worker {worker}, epoch {epoch})"
+        img_id = f"{self.split}/{self.rank}.{worker}.{epoch}.{position}"
+        results = self.row_results(row, where, img_id)
+        rng = np.random.default_rng([self.seed, epoch, self.rank, worker, position])
+        out = self.pipeline(results, rng=rng)
+        if out is None:
+            raise SampleError(f"{self._where(where)}: the pipeline returned None")
+        return out
+
+    def __repr__(self) -> str:
+        kind = "repeating" if self.infinite else "one pass"
+        return (
+            f"SegStreamDataset({self._where()}, streamed, {kind}, process {self.rank} of {self.world_size}, "
+            f"pipeline={self.pipeline!r})"
+        )
+
+
+def stream_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """`seg_collate` plus the `stream_state` after the last sample (a batch comes from one worker)."""
+    out: dict[str, Any] = seg_collate(batch)
+    if batch and STATE_KEY in batch[-1]:
+        out[STATE_KEY] = batch[-1][STATE_KEY]
+    return out
+
+
+class StreamCheckpoint:
+    """Where each DataLoader worker of each process is in its training stream; saved with the training state.
+
+    `record(state)` keeps the latest consumed state per worker. `state_dict()` gathers every
+    process's states (it is called on all processes by `accelerator.save_state`; only the main
+    process writes), and `load_state_dict` gives this process its own back as `loaded`.
+    """
+
+    def __init__(self, rank: int = 0, world_size: int = 1) -> None:
+        self.rank = rank
+        self.world_size = world_size
+        self.worker_states: dict[int, dict] = {}
+        self.loaded: dict[int, dict] | None = None
+
+    def record(self, state: dict[str, Any]) -> None:
+        self.worker_states[int(state["worker"])] = state
+
+    def state_dict(self) -> dict[str, Any]:
+        local = {"rank": self.rank, "workers": copy.deepcopy(self.worker_states)}
+        dist = torch.distributed
+        if self.world_size > 1 and dist.is_available() and dist.is_initialized():
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, local)
+        else:
+            gathered = [local]
+        return {"world_size": self.world_size, "processes": sorted(gathered, key=lambda p: p["rank"])}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("world_size") != self.world_size:
+            logger.warning(
+                f"the stream position was saved by {state.get('world_size')} processes, now there are "
+                f"{self.world_size}: the training stream starts from its beginning"
+            )
+            self.loaded = None
+            return
+        self.loaded = dict(state["processes"][self.rank]["workers"])
+        self.worker_states = copy.deepcopy(self.loaded)
+
+
+class StreamLoader:
+    """Iterates a DataLoader over a training stream, recording each batch's stream state as it goes out."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, checkpoint: StreamCheckpoint) -> None:
+        self.loader = loader
+        self.checkpoint = checkpoint
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for batch in self.loader:
+            state = batch.pop(STATE_KEY, None)
+            if state is not None:
+                self.checkpoint.record(state)
+            yield batch
