@@ -16,6 +16,7 @@ import torch
 from segaccel.structures import SegDataSample
 
 ALLOWED_METRICS = ("mIoU", "mDice", "mFscore")
+MAX_HISTOGRAM_BINS = 2**22  # the CPU path's (labels x predictions) histogram; larger goes through torch
 
 
 class IoUMetric:
@@ -61,6 +62,7 @@ class IoUMetric:
         # bincount index = label * (C + 1) + pred, with one more bin for ignored pixels.
         bins = (num_classes + 1) ** 2 + 1
         self._index_dtype = torch.int16 if bins <= torch.iinfo(torch.int16).max else torch.int32
+        self._scratch: np.ndarray | None = None  # index buffers of the CPU path, sized by the largest image
         self.per_class: dict[str, np.ndarray] = {}
         self.summary_unrounded: dict[str, float] = {}
         self.reset()
@@ -105,16 +107,30 @@ class IoUMetric:
 
     # --- accumulation ---------------------------------------------------------------------------
     def process(self, data_samples: list[SegDataSample]) -> None:
-        """Add the pixels of a batch of predicted samples (with `pred_sem_seg` and `gt_sem_seg`)."""
+        """Add the pixels of a batch of predicted samples (with `pred_sem_seg` and `gt_sem_seg`).
+
+        On a GPU (any non-CPU device) the batch is one `torch.bincount` of `label * (C + 1) + pred`
+        on the device. On the CPU see `_count_cpu`: a narrow index per sample, counted by
+        `np.bincount` while it is in cache (faster there than one bincount over the whole batch).
+        """
         if not data_samples:
             return
-        labels, preds = [], []
-        for sample in data_samples:
-            pred, label = self._pred_and_label(sample)
-            preds.append(pred.reshape(-1))
-            labels.append(label.reshape(-1).to(pred.device))
-        pred = torch.cat(preds)  # new tensors: the in-place steps below never touch the samples
-        label = torch.cat(labels)
+        pairs = [self._pred_and_label(sample) for sample in data_samples]  # checks every sample first
+        if pairs[0][0].device.type == "cpu":
+            counts = self._count_cpu(pairs)
+        else:
+            counts = self._count_torch(pairs)
+        if self._state.device != counts.device:
+            if self._state.any():
+                counts = counts.to(self._state.device)
+            else:  # nothing counted yet: follow the predictions' device
+                self._state = self._state.to(counts.device)
+        self._state += counts
+
+    def _count_torch(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """`(C + 1, C + 1)` counts of a batch: one bincount of `label * (C + 1) + pred`, any values."""
+        pred = torch.cat([pred.reshape(-1) for pred, _ in pairs])  # new tensors: the samples stay as they are
+        label = torch.cat([label.reshape(-1).to(pred.device) for _, label in pairs])
         c = self.num_classes
         info = torch.iinfo(label.dtype)
         if info.min <= self.ignore_index <= info.max:
@@ -124,12 +140,59 @@ class IoUMetric:
         index = self._class_index(label).mul_(c + 1).add_(self._class_index(pred))
         index.masked_fill_(ignored, (c + 1) ** 2)
         counts = torch.bincount(index, minlength=(c + 1) ** 2 + 1)[: (c + 1) ** 2]
-        if self._state.device != counts.device:
-            if self._state.any():
-                counts = counts.to(self._state.device)
-            else:  # nothing counted yet: follow the predictions' device
-                self._state = self._state.to(counts.device)
-        self._state += counts.view(c + 1, c + 1)
+        return counts.view(c + 1, c + 1)
+
+    def _count_cpu(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """`(C + 1, C + 1)` counts of a batch of CPU tensors, read once each, never copied whole.
+
+        Per sample: if every label is in `[0, R)` (R = max(C, ignore_index) + 1) and every
+        prediction in `[0, C]` — one `max` of the values seen as unsigned, which also catches
+        negatives — both are narrowed to 16 bits, `label * (C + 1) + pred` indexes an `(R, C + 1)`
+        histogram counted by `np.bincount`, and the histogram is folded at the end: label rows
+        `C..R-1` become "other" (counted in the prediction area only), the `ignore_index` row is
+        dropped. Any other sample (negative or large values) takes the exact `_count_torch` path.
+        """
+        c = self.num_classes
+        rows = self._table_rows
+        hist = np.zeros(rows * (c + 1) if rows else 0, dtype=np.int64)
+        others = []
+        for pred, label in pairs:
+            label_u = _unsigned_values(label) if rows else None
+            pred_u = _unsigned_values(pred) if rows else None
+            if label_u is None or pred_u is None or label.device != pred.device:
+                others.append((pred, label))
+                continue
+            if label_u.size and (int(label_u.max()) >= rows or int(pred_u.max()) > c):
+                others.append((pred, label))
+                continue
+            n = label_u.size
+            if self._scratch is None or self._scratch.shape[1] < n:
+                self._scratch = np.empty((2, n), dtype=np.uint16 if rows * (c + 1) <= 2**16 else np.uint32)
+            index, pred_index = self._scratch[0, :n], self._scratch[1, :n]
+            np.copyto(index, label_u, casting="unsafe")  # exact: every value was checked to fit
+            index *= c + 1
+            np.copyto(pred_index, pred_u, casting="unsafe")
+            index += pred_index
+            hist += np.bincount(index, minlength=hist.size)
+        counts = torch.zeros((c + 1, c + 1), dtype=torch.int64)
+        if rows:
+            table = hist.reshape(rows, c + 1)
+            folded = counts.numpy()  # shares memory with `counts`
+            folded[:c] = table[:c]
+            folded[c] = table[c:].sum(axis=0)
+            if 0 <= self.ignore_index < c:
+                folded[self.ignore_index] = 0
+            elif self.ignore_index >= c:
+                folded[c] -= table[self.ignore_index]
+        if others:
+            counts += self._count_torch(others).cpu()
+        return counts
+
+    @property
+    def _table_rows(self) -> int | None:
+        """Label rows R of `_count_cpu`'s histogram, or None where it would be too big (huge ignore_index)."""
+        rows = max(self.num_classes, self.ignore_index) + 1
+        return rows if rows * (self.num_classes + 1) <= MAX_HISTOGRAM_BINS else None
 
     def _class_index(self, values: torch.Tensor) -> torch.Tensor:
         """Values in `[0, C)` as they are, every other value as `C`, in a narrow integer dtype."""
@@ -156,18 +219,32 @@ class IoUMetric:
         return pred, label
 
     # --- results --------------------------------------------------------------------------------
+    def total_areas(self) -> dict[str, np.ndarray]:
+        """Dataset-level per-class pixel counts, int64 `(C,)` each: `intersect`, `union`, `pred`, `label`.
+
+        MMSegmentation's `total_area_intersect/union/pred_label/label`: `pred` counts every
+        non-ignored pixel predicted as the class (whatever its label), `label` every pixel
+        labelled as the class (whatever its prediction), `union = pred + label - intersect`.
+        """
+        counts = self._state.cpu().numpy()
+        c = self.num_classes
+        intersect = np.diag(counts)[:c].copy()
+        area_pred = counts[:, :c].sum(axis=0)
+        area_label = counts[:c, :].sum(axis=1)
+        return {
+            "intersect": intersect,
+            "union": area_pred + area_label - intersect,
+            "pred": area_pred,
+            "label": area_label,
+        }
+
     def compute(self) -> dict[str, float]:
         """The summary in percent, rounded to 2 decimals as MMSegmentation reports it.
 
         Keys: `aAcc`, then per requested metric `mIoU`, `mAcc`, `mDice`, `mFscore`, `mPrecision`,
         `mRecall`. Unrounded values are kept on `summary_unrounded` and `per_class`.
         """
-        counts = self._state.cpu().numpy().astype(np.float64)
-        c = self.num_classes
-        intersect = np.diag(counts)[:c]
-        area_label = counts[:c, :].sum(axis=1)
-        area_pred = counts[:, :c].sum(axis=0)
-        union = area_pred + area_label - intersect
+        intersect, union, area_pred, area_label = (v.astype(np.float64) for v in self.total_areas().values())
 
         with np.errstate(divide="ignore", invalid="ignore"):
             fractions: dict[str, np.ndarray] = {"aAcc": np.asarray(intersect.sum() / area_label.sum())}
@@ -217,3 +294,18 @@ class IoUMetric:
             f"IoUMetric(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
             f"iou_metrics={self.iou_metrics}, nan_to_num={self.nan_to_num}, beta={self.beta})"
         )
+
+
+def _unsigned_values(values: torch.Tensor) -> np.ndarray | None:
+    """The flattened values as a numpy view of unsigned ints (negatives become huge), or None.
+
+    Signed bytes are widened first: as unsigned bytes, -1 would read 255, a valid ignore_index.
+    """
+    array = values.reshape(-1).numpy()
+    if array.dtype.kind == "u":
+        return array
+    if array.dtype.kind != "i":
+        return None
+    if array.itemsize == 1:
+        array = array.astype(np.int16)
+    return array.view(f"u{array.itemsize}")

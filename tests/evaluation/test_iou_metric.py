@@ -332,3 +332,91 @@ def test_constructor_checks_and_registry():
 def test_empty_metric_computes_nan():
     result = IoUMetric(2).compute()
     assert all(math.isnan(v) for v in result.values())
+
+
+def reference_areas(labels, preds, num_classes, ignore_index):
+    """mmseg's intersect_and_union summed over images (np.histogram over [0, C - 1]), as int64 (4, C)."""
+    total = np.zeros((4, num_classes), dtype=np.int64)
+    for label, pred in zip(labels, preds):
+        label, pred = np.asarray(label, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+        mask = label != ignore_index
+        pred, label = pred[mask], label[mask]
+        hist = [
+            np.histogram(x, bins=num_classes, range=(0, num_classes - 1))[0]
+            for x in (pred[pred == label], pred, label)
+        ]
+        total += np.stack([hist[0], hist[1] + hist[2] - hist[0], hist[1], hist[2]])
+    return total
+
+
+def areas_of(metric):
+    return np.stack([metric.total_areas()[k] for k in ("intersect", "union", "pred", "label")])
+
+
+@pytest.mark.parametrize(
+    "dtype, ignore_index",
+    [
+        (torch.int64, 255),
+        (torch.int32, 255),
+        (torch.int16, 255),
+        (torch.int8, 100),
+        (torch.uint8, 255),
+        (torch.int64, 1),  # ignore_index is a class index
+        (torch.int64, -1),  # negative ignore_index
+        (torch.int64, 70_000),  # a wide CPU histogram (70 001 label rows)
+        (torch.int64, 1_000_000),  # too wide for the CPU histogram: the torch path
+    ],
+)
+def test_every_value_range_and_dtype_counts_like_the_reference(dtype, ignore_index):
+    """The CPU fast path (narrow index + folded histogram) and the exact torch path give mmseg's areas,
+    for labels between C and ignore_index, above it, negative, and predictions out of range."""
+    num_classes = 5
+    info = torch.iinfo(dtype)
+    rng = np.random.default_rng(7)
+    specials = [
+        v for v in (ignore_index, 6, 9, 120, 254, 300, -1, -7, 90_000, 2_000_000) if info.min <= v <= info.max
+    ]
+    labels, preds, samples = [], [], []
+    for k in range(6):
+        h, w = 7 + k, 9
+        label = rng.integers(0, num_classes, (h, w))
+        pred = rng.integers(0, num_classes, (h, w))
+        if k % 2:  # every other image has odd values; the others take the fast path
+            label.flat[rng.choice(h * w, 8, replace=False)] = rng.choice(specials, 8)
+            pred.flat[rng.choice(h * w, 4, replace=False)] = rng.choice(
+                [v for v in (num_classes, 7, 200, -1, -3) if info.min <= v <= info.max], 4
+            )
+        elif ignore_index in specials:
+            label[0, :3] = ignore_index
+        labels.append(label)
+        preds.append(pred)
+        samples.append(sample(torch.as_tensor(label).to(dtype), torch.as_tensor(pred).to(dtype), str(k)))
+    metric = IoUMetric(num_classes=num_classes, ignore_index=ignore_index)
+    metric.process(samples[:4])
+    metric.process(samples[4:])
+    np.testing.assert_array_equal(areas_of(metric), reference_areas(labels, preds, num_classes, ignore_index))
+
+
+def test_signed_byte_minus_one_is_not_read_as_255():
+    metric = IoUMetric(num_classes=2)  # ignore_index 255
+    label = torch.tensor([[0, -1]], dtype=torch.int8)  # -1 is an out-of-range label, not ignore
+    metric.process([sample(label, torch.tensor([[0, 1]], dtype=torch.int8))])
+    assert metric.total_areas()["pred"].tolist() == [1, 1]
+
+
+def test_state_size_does_not_grow_with_the_dataset():
+    """The state is one (C + 1) x (C + 1) int64 matrix, whatever the number of images; the only other
+    buffer is the CPU path's scratch index, sized by the largest image seen."""
+    metric = IoUMetric(num_classes=150)
+    rng = np.random.default_rng(0)
+    state_bytes = []
+    for batch in range(20):
+        labels = rng.integers(0, 150, (4, 1, 32, 48))
+        metric.process(
+            [sample(torch.as_tensor(label), torch.as_tensor(label), f"{batch}") for label in labels]
+        )
+        state_bytes.append(metric._state.numel() * metric._state.element_size())
+    assert state_bytes == [151 * 151 * 8] * 20
+    assert metric._state.shape == (151, 151)
+    assert metric._scratch.shape == (2, 32 * 48)
+    assert metric.confusion_matrix.sum() == 20 * 4 * 32 * 48
