@@ -2,7 +2,12 @@
 """Train a segmentor from a config.
 
 accelerate launch --config_file accelerate_config.yaml scripts/train.py configs/quickstart.yaml
-python scripts/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [key=value ...]
+python scripts/train.py CONFIG [--work-dir DIR] [--resume [PATH]] [--mixed_precision no|bf16|fp16]
+    [key=value ...]
+
+Exit status: 0 when training completed; 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM)
+when it was stopped by a signal after saving a checkpoint; 1 when a NaN/inf loss stopped it after
+saving the last good state.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 from segaccel.config import load_config  # noqa: E402
+from segaccel.engine.loops import NonFiniteLossError, TrainingInterrupted  # noqa: E402
 from segaccel.engine.runner import Runner  # noqa: E402
 
 
@@ -35,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--mixed-precision",
         dest="mixed_precision",
         choices=["no", "fp16", "bf16"],
-        help="override the config and the Accelerate setting",
+        help="override the config and the Accelerate setting (fp16 needs a GPU)",
     )
     parser.add_argument(
         "overrides",
@@ -46,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     runner = Runner(
@@ -56,7 +62,12 @@ def main(argv: list[str] | None = None) -> None:
         resume=args.resume,
         mixed_precision=args.mixed_precision,
     )
-    runner.train()
+    try:
+        return runner.train()
+    except TrainingInterrupted as stop:  # already logged, with the checkpoint and how to resume
+        sys.exit(128 + stop.signum if stop.signum else 1)
+    except NonFiniteLossError:  # already logged, with the saved last good state
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,17 @@ from an interrupted write is never loaded and is cleaned up by the next save.
 
 The stages of a write are named so tests can stop a run at each one deterministically: set
 `SEGACCEL_KILL_AT=<stage>` (and optionally `SEGACCEL_KILL_AT_ITER=<N>`) and the process kills
-itself with SIGKILL on reaching it. Stages: `before_save`, `state_written`, `renamed`, `pruned`.
+itself with SIGKILL on reaching it. Stages, in order:
+
+- `before_save`: nothing of this checkpoint written yet;
+- `files_written`: Accelerate's files (model, optimizer, scheduler, RNG states) are in the
+  temporary folder, `segaccel_state.json` is not;
+- `state_written`: the temporary folder is complete but not yet renamed;
+- `renamed`: `iter_<N>` is in place, older checkpoints not yet pruned;
+- `pruned`: done.
+
+Besides `iter_<N>`, a checkpoint may be saved under another name (`best_mIoU`): `--resume` only
+ever picks `iter_<N>` folders.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from typing import Any
 from accelerate import Accelerator
 
 STATE_FILE = "segaccel_state.json"
-CHECKPOINT_STAGES = ("before_save", "state_written", "renamed", "pruned")
+CHECKPOINT_STAGES = ("before_save", "files_written", "state_written", "renamed", "pruned")
 _ITER_DIR = re.compile(r"^iter_(\d+)$")
 
 
@@ -44,16 +54,20 @@ def save_checkpoint(
     extra_state: dict[str, Any],
     max_keep: int = -1,
     keep: tuple[str, ...] = (),
+    name: str | None = None,
 ) -> Path:
-    """Write `ckpt_root/iter_<iteration>` atomically on all processes; returns its path.
+    """Write `ckpt_root/iter_<iteration>` (or `ckpt_root/<name>`) atomically on all processes.
 
-    `extra_state` (JSON-able: iteration, best metric, config digest, ...) is written by the main
-    process as `segaccel_state.json`. With `max_keep > 0` only the newest `max_keep` `iter_*`
-    folders are kept (and any folder named in `keep`).
+    Every process must call it (Accelerate's `save_state` is collective). `extra_state`
+    (JSON-able: best metric, config, ...) is written by the main process with the iteration as
+    `segaccel_state.json`, last, so a folder without it is incomplete. With `max_keep > 0` only
+    the newest `max_keep` `iter_*` folders are kept (and any folder named in `keep`). Returns the
+    final path.
     """
     ckpt_root = Path(ckpt_root)
-    final = ckpt_root / f"iter_{iteration}"
-    tmp = ckpt_root / f".tmp_iter_{iteration}"
+    name = name or f"iter_{iteration}"
+    final = ckpt_root / name
+    tmp = ckpt_root / f".tmp_{name}"
     checkpoint_stage("before_save", iteration)
     if accelerator.is_main_process:
         ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -62,6 +76,7 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     accelerator.wait_for_everyone()
+    checkpoint_stage("files_written", iteration)
     if accelerator.is_main_process:
         _write_json(tmp / STATE_FILE, {"iteration": iteration, **extra_state})
         checkpoint_stage("state_written", iteration)
@@ -91,6 +106,7 @@ def list_checkpoints(ckpt_root: Path) -> list[Path]:
 
 
 def latest_checkpoint(ckpt_root: Path) -> Path | None:
+    """The complete `iter_<N>` checkpoint with the largest N; half-written folders never count."""
     found = list_checkpoints(ckpt_root)
     return found[-1] if found else None
 

@@ -1,8 +1,11 @@
 """What a person sees: the start banner, interval log lines, a JSONL of scalars, trackers.
 
 Only the main process prints or writes. Log lines follow MMEngine's shape:
-`Iter(train) [  50/2000]  lr: 6.0000e-04  eta: 0:03:10  time: 0.0950  data_time: 0.0040
- decode.loss_ce: 0.5123  decode.acc_seg: 81.20  loss: 0.5123`.
+`Iter(train) [  50/2000]  eta: 0:03:10  lr: 6.0000e-04  decode.acc_seg: 81.20  decode.loss_ce: 0.5123
+ loss: 0.5123  grad_norm: 3.2100  time: 0.0950  data_time: 0.0040  memory: 1530`
+(`grad_norm` when clipping; `memory` in MiB: peak GPU memory allocated on CUDA since the last line,
+else the process's peak resident memory; `nonfinite_skipped`/`overflow_skipped` count skipped steps
+when `skip_nonfinite` or a grad scaler is active).
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ def format_eta(seconds: float) -> str:
 def format_value(key: str, value: float) -> str:
     if key == "lr":
         return f"{value:.4e}"
+    if key == "memory" or key.endswith("_skipped"):
+        return f"{value:.0f}"
     if "acc" in key or key == "aAcc" or (key[:1] == "m" and key[1:2].isupper()):  # aAcc, mIoU, mDice, ...
         return f"{value:.2f}"
     return f"{value:.4f}"

@@ -1,20 +1,35 @@
-"""The loops: `IterBasedTrainLoop`, `ValLoop` and `TestLoop`, as in MMEngine.
+"""The loops: `IterBasedTrainLoop`, `EpochBasedTrainLoop`, `ValLoop` and `TestLoop`, as in MMEngine.
 
-One train iteration is one optimizer step (`accumulative_counts` micro-batches). Validation runs
-every `val_interval` iterations from `val_begin` on, and after the last iteration.
+One train iteration is one optimizer step (`accumulative_counts` micro-batches); every interval and
+schedule counts optimizer steps. `IterBasedTrainLoop` validates every `val_interval` iterations from
+`val_begin` on, and after the last iteration. `EpochBasedTrainLoop` counts `max_epochs`,
+`val_interval` and `val_begin` in epochs of `len(dataset) // (batch_size x processes x
+accumulative_counts)` iterations each.
+
+Non-finite losses and gradients: the check is made on every process and agreed on by all, so
+processes never disagree on whether a step happens. By default the run stops (`NonFiniteLossError`)
+after the runner saved the last good state; with `optim_wrapper.skip_nonfinite: true` the step is
+skipped with a warning and counted in the log (`nonfinite_skipped`). Steps skipped by the fp16 grad
+scaler are counted as `overflow_skipped`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import random
+import resource
+import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from segaccel.data.samplers import InfiniteSampler
 from segaccel.engine.logging import logger
 
 if TYPE_CHECKING:
@@ -22,7 +37,26 @@ if TYPE_CHECKING:
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss."""
+    """Training produced a NaN or infinite loss (or gradient).
+
+    `iteration` is the 1-based iteration that failed; `terms` the non-finite loss terms (or
+    `["grad_norm"]`).
+    """
+
+    def __init__(self, message: str, iteration: int = 0, terms: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.iteration = iteration
+        self.terms = list(terms or [])
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training was stopped on request (SIGTERM, Ctrl-C, `Runner.request_stop`) after a checkpoint."""
+
+    def __init__(self, message: str, iteration: int, checkpoint: Any, signum: int | None = None) -> None:
+        super().__init__(message)
+        self.iteration = iteration
+        self.checkpoint = checkpoint
+        self.signum = signum
 
 
 def parse_losses(losses: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -36,6 +70,43 @@ def parse_losses(losses: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[st
     return loss, log_vars
 
 
+def capture_rng_state() -> dict[str, Any]:
+    """Every RNG state `accelerator.save_state` records (Python, NumPy, torch CPU and CUDA)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def memory_mb(device: torch.device) -> float:
+    """Memory in MiB: on CUDA the peak allocated since the last call; else the process's peak RSS."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+        torch.cuda.reset_peak_memory_stats(device)
+        return peak
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+@dataclass
+class IterOutput:
+    """What one optimizer step reports to the loop."""
+
+    log_vars: dict[str, torch.Tensor] = field(default_factory=dict)
+    data_time: float = 0.0
+    grad_norm: torch.Tensor | None = None
+    skipped_nonfinite: bool = False
+    skipped_overflow: bool = False
+
+
 class IterBasedTrainLoop:
     """Train for `max_iters` optimizer steps, validating every `val_interval` from `val_begin`."""
 
@@ -47,12 +118,38 @@ class IterBasedTrainLoop:
         self.val_interval = int(val_interval)
         self.val_begin = int(val_begin)
         self.iter = 0
+        self.skipped = {"nonfinite_skipped": 0, "overflow_skipped": 0}
 
     def should_validate(self, iteration: int) -> bool:
         """Validate after step `iteration` (1-based)?"""
         if iteration == self.max_iters:
             return True
         return self.val_interval > 0 and iteration >= self.val_begin and iteration % self.val_interval == 0
+
+    def should_checkpoint(self, iteration: int, interval: int) -> bool:
+        """Save a checkpoint after step `iteration` for `default_hooks.checkpoint.interval`?"""
+        return interval > 0 and iteration % interval == 0
+
+    def build_sampler(
+        self,
+        dataset_size: int,
+        batch_size: int,
+        seed: int,
+        shuffle: bool,
+        rank: int,
+        world_size: int,
+        start_batch: int,
+    ) -> InfiniteSampler:
+        """The training sampler: one endless seeded stream, `start_batch` micro-batches skipped."""
+        return InfiniteSampler(
+            dataset_size,
+            batch_size,
+            seed=seed,
+            shuffle=shuffle,
+            rank=rank,
+            world_size=world_size,
+            start_batch=start_batch,
+        )
 
     def run(self, data_iter: Iterator[dict[str, Any]]) -> dict[str, float]:
         r = self.runner
@@ -61,7 +158,8 @@ class IterBasedTrainLoop:
         model.train()
         log_interval = r.log_interval
         sums: dict[str, torch.Tensor] = {}
-        count = 0
+        counters = dict.fromkeys(self._counter_keys(), 0)
+        count = window = 0
         step_time = data_time = 0.0
         last_metrics: dict[str, float] = {}
         r.scalar_logger.start(self.iter)
@@ -73,77 +171,152 @@ class IterBasedTrainLoop:
             dynamic_ncols=True,
             leave=False,
         )
-        while self.iter < self.max_iters:
-            t0 = time.perf_counter()
-            log_vars, t_data, grad_norm = self.run_iter(data_iter)
-            self.iter += 1
-            step_time += time.perf_counter() - t0
-            data_time += t_data
-            for k, v in log_vars.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if grad_norm is not None:
-                sums["grad_norm"] = sums.get("grad_norm", 0.0) + grad_norm
-            count += 1
-            bar.update(1)
-            if self.iter % log_interval == 0 or self.iter == self.max_iters:
-                scalars = self._reduce_for_log(sums, count)
-                scalars = {"lr": r.lr_scheduler.get_last_lr()[0], **scalars}
-                scalars["time"] = step_time / count
-                scalars["data_time"] = data_time / count
-                if torch.cuda.is_available():
-                    scalars["memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-                r.scalar_logger.log("train", self.iter, scalars)
-                bar.set_postfix(loss=f"{scalars.get('loss', float('nan')):.4f}")
-                sums, count, step_time, data_time = {}, 0, 0.0, 0.0
-            metrics = None
-            if self.should_validate(self.iter) and r.val_loop is not None:
-                metrics = last_metrics = r.val_loop.run(iteration=self.iter)
-                model.train()
-            r.after_train_iter(self.iter, metrics)
-        bar.close()
+        try:
+            while self.iter < self.max_iters:
+                rng_state = capture_rng_state()
+                t0 = time.perf_counter()
+                try:
+                    out = self.run_iter(data_iter)
+                except NonFiniteLossError as err:
+                    r.optimizer.zero_grad(set_to_none=True)
+                    restore_rng_state(rng_state)
+                    raise r.on_nonfinite(err, self.iter) from None
+                self.iter += 1
+                window += 1
+                step_time += time.perf_counter() - t0
+                data_time += out.data_time
+                if out.skipped_nonfinite:
+                    counters["nonfinite_skipped"] += 1
+                    self.skipped["nonfinite_skipped"] += 1
+                elif out.skipped_overflow:
+                    counters["overflow_skipped"] += 1
+                    self.skipped["overflow_skipped"] += 1
+                if not out.skipped_nonfinite:  # a skipped step's NaN would hide the interval's losses
+                    for k, v in out.log_vars.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    if out.grad_norm is not None and not out.skipped_overflow:
+                        sums["grad_norm"] = sums.get("grad_norm", 0.0) + out.grad_norm
+                    count += 1
+                bar.update(1)
+                if self.iter % log_interval == 0 or self.iter == self.max_iters:
+                    scalars = {"lr": r.lr_scheduler.get_last_lr()[0]}
+                    scalars.update(self._reduce_for_log(sums, count))
+                    scalars.update(counters)
+                    scalars["time"] = step_time / window
+                    scalars["data_time"] = data_time / window
+                    scalars["memory"] = memory_mb(acc.device)
+                    r.scalar_logger.log("train", self.iter, scalars)
+                    bar.set_postfix(loss=f"{scalars.get('loss', float('nan')):.4f}")
+                    sums, count, window, step_time, data_time = {}, 0, 0, 0.0, 0.0
+                    counters = dict.fromkeys(counters, 0)
+                metrics = None
+                if self.should_validate(self.iter) and r.val_loop is not None:
+                    metrics = last_metrics = r.val_loop.run(iteration=self.iter)
+                    model.train()
+                r.after_train_iter(self.iter, metrics)
+                if self.iter < self.max_iters and r.stop_requested():
+                    raise r.on_stop(self.iter)
+        finally:
+            bar.close()
+        if any(self.skipped.values()):
+            logger.warning(
+                "skipped optimizer steps during training: "
+                + ", ".join(f"{k}={v}" for k, v in self.skipped.items() if v)
+            )
         return last_metrics
 
-    def run_iter(self, data_iter: Iterator[dict[str, Any]]) -> tuple[dict[str, torch.Tensor], float, Any]:
+    def _counter_keys(self) -> list[str]:
+        keys = []
+        if self.runner.skip_nonfinite:
+            keys.append("nonfinite_skipped")
+        if self.runner.accelerator.scaler is not None:
+            keys.append("overflow_skipped")
+        return keys
+
+    def run_iter(self, data_iter: Iterator[dict[str, Any]]) -> IterOutput:
         """One optimizer step over `accumulative_counts` micro-batches."""
         r = self.runner
         acc = r.accelerator
         model = r.model
         accum = r.accumulative_counts
-        totals: dict[str, torch.Tensor] = {}
-        data_time = 0.0
+        out = IterOutput()
+        bad_terms: dict[str, float] = {}
         for micro in range(accum):
             t0 = time.perf_counter()
             batch = next(data_iter)
-            data_time += time.perf_counter() - t0
+            out.data_time += time.perf_counter() - t0
             data = r.unwrapped_model.data_preprocessor(batch, training=True)
             sync = micro == accum - 1
             ctx = contextlib.nullcontext() if sync or acc.num_processes == 1 else acc.no_sync(model)
             with ctx:
                 losses = model(data["inputs"], data["data_samples"], mode="loss")
                 loss, log_vars = parse_losses(losses)
-                self._check_finite(loss, log_vars)
+                bad = self._nonfinite_terms(log_vars)
+                if bad:
+                    if not r.skip_nonfinite:
+                        raise NonFiniteLossError(self._describe(bad, "loss"), self.iter + 1, sorted(bad))
+                    bad_terms.update(bad)
+                # Always backward, also for a skipped step: every process takes part in the gradient
+                # all-reduce, and the gradients are dropped below.
                 acc.backward(loss / accum)
             for k, v in log_vars.items():
-                totals[k] = totals.get(k, 0.0) + v / accum
-        grad_norm = None
-        if r.clip_grad is not None:
+                out.log_vars[k] = out.log_vars.get(k, 0.0) + v / accum
+        scaler = acc.scaler
+        if r.clip_grad is not None and not bad_terms:
             grad_norm = acc.clip_grad_norm_(model.parameters(), **r.clip_grad)
-            grad_norm = grad_norm.detach().float() if isinstance(grad_norm, torch.Tensor) else grad_norm
-        r.optimizer.step()
+            out.grad_norm = grad_norm.detach().float() if isinstance(grad_norm, torch.Tensor) else grad_norm
+        elif scaler is None and not bad_terms:
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            grad_norm = torch.nn.utils.get_total_norm(grads) if grads else None
+        else:
+            grad_norm = None
+        # With a grad scaler, overflowing gradients are expected and the scaler skips the step.
+        if scaler is None and grad_norm is not None and not torch.isfinite(grad_norm):
+            bad = {"grad_norm": float(grad_norm)}
+            if not r.skip_nonfinite:
+                raise NonFiniteLossError(
+                    self._describe(bad, "gradient") + f" (first parameters: {self._nonfinite_params()})",
+                    self.iter + 1,
+                    ["grad_norm"],
+                )
+            bad_terms.update(bad)
+        if bad_terms:
+            logger.warning(self._describe(bad_terms, "loss or gradient") + ": step skipped (skip_nonfinite)")
+            out.skipped_nonfinite = True
+        else:
+            r.optimizer.step()
+            out.skipped_overflow = scaler is not None and acc.optimizer_step_was_skipped
         r.lr_scheduler.step()
         r.optimizer.zero_grad(set_to_none=True)
-        return totals, data_time, grad_norm
+        return out
 
-    def _check_finite(self, loss: torch.Tensor, log_vars: dict[str, torch.Tensor]) -> None:
-        if torch.isfinite(loss):
-            return
-        bad = [k for k, v in log_vars.items() if k != "loss" and not torch.isfinite(v)]
-        raise NonFiniteLossError(
-            f"non-finite loss at iteration {self.iter + 1}: "
-            + ", ".join(f"{k}={log_vars[k].item()}" for k in bad or ["loss"])
-        )
+    def _nonfinite_terms(self, log_vars: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Loss terms that are NaN or infinite on any process (`{name: value}`, agreed by all)."""
+        names = [k for k in log_vars if "loss" in k and k != "loss"] or ["loss"]
+        values = torch.stack([log_vars[k] for k in names])
+        flags = (~torch.isfinite(values)).float()
+        acc = self.runner.accelerator
+        if acc.num_processes > 1:
+            flags = acc.reduce(flags.to(acc.device), reduction="sum")
+        if not bool(flags.any()):
+            return {}
+        return {k: float(values[i]) for i, k in enumerate(names) if flags[i] > 0}
+
+    def _describe(self, bad: dict[str, float], what: str) -> str:
+        terms = ", ".join(f"{k}={v}" for k, v in bad.items())
+        return f"non-finite {what} at iteration {self.iter + 1}: {terms}"
+
+    def _nonfinite_params(self, limit: int = 3) -> str:
+        names = [
+            n
+            for n, p in self.runner.unwrapped_model.named_parameters()
+            if p.grad is not None and not torch.isfinite(p.grad).all()
+        ]
+        return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
     def _reduce_for_log(self, sums: dict[str, Any], count: int) -> dict[str, float]:
+        if not sums or count == 0:
+            return {}
         acc = self.runner.accelerator
         keys = sorted(sums)
         vals = (
@@ -159,11 +332,117 @@ class IterBasedTrainLoop:
         return {k: values[k] for k in ordered}
 
 
+class EpochSampler(InfiniteSampler):
+    """`(epoch, index)` pairs epoch by epoch: `batches_per_epoch` global batches of each permutation.
+
+    Global batch `g` is batch `g % batches_per_epoch` of epoch `g // batches_per_epoch`; the
+    samples of an epoch's permutation left over after its last full global batch are not used
+    that epoch (as `drop_last`), so every process gets a full batch at every step. `start_batch`
+    global batches are skipped (resume, also in the middle of an epoch).
+    """
+
+    def __init__(self, dataset_size: int, batch_size: int, batches_per_epoch: int, **kwargs: Any) -> None:
+        super().__init__(dataset_size, batch_size, **kwargs)
+        if batches_per_epoch * batch_size * self.world_size > dataset_size:
+            raise ValueError(
+                f"EpochSampler: {batches_per_epoch} batches of {batch_size} x {self.world_size} processes "
+                f"do not fit in {dataset_size} samples"
+            )
+        self.batches_per_epoch = batches_per_epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        global_batch = self.batch_size * self.world_size
+        step = self.start_batch
+        epoch, perm = -1, []
+        while True:
+            e, b = divmod(step, self.batches_per_epoch)
+            if e != epoch:
+                epoch, perm = e, self._permutation(e)
+            first = b * global_batch + self.rank * self.batch_size
+            for p in range(first, first + self.batch_size):
+                yield e, perm[p]
+            step += 1
+
+
+class EpochBasedTrainLoop(IterBasedTrainLoop):
+    """Train for `max_epochs` epochs; `val_interval` and `val_begin` count epochs (as MMEngine).
+
+    An epoch is `len(dataset) // (batch_size x processes x accumulative_counts)` optimizer steps
+    over that epoch's permutation of the dataset (the remainder is dropped, as `drop_last`), so
+    one iteration is still one optimizer step and every process has a full batch. With this loop
+    `default_hooks.checkpoint.interval` counts epochs too (MMEngine's `by_epoch` checkpoints);
+    `default_hooks.logger.interval` and `param_scheduler` `begin`/`end` count iterations.
+    """
+
+    def __init__(self, runner: Runner, max_epochs: int, val_interval: int = 1, val_begin: int = 1) -> None:
+        if max_epochs <= 0:
+            raise ValueError(f"train_cfg.max_epochs must be positive, got {max_epochs}")
+        dataset = getattr(runner, "train_dataset", None)
+        try:
+            n = len(dataset)
+        except TypeError:
+            raise ValueError(
+                "EpochBasedTrainLoop needs a training dataset with a length (a streamed dataset has none: "
+                "use IterBasedTrainLoop with max_iters)"
+            ) from None
+        per_step = runner.train_batch_size * runner.accelerator.num_processes * runner.accumulative_counts
+        if n < per_step:
+            raise ValueError(
+                f"EpochBasedTrainLoop: the training set has {n} samples, fewer than one optimizer step needs "
+                f"({runner.train_batch_size} per process x {runner.accelerator.num_processes} processes x "
+                f"{runner.accumulative_counts} accumulation = {per_step})"
+            )
+        self.iters_per_epoch = n // per_step
+        self.max_epochs = int(max_epochs)
+        super().__init__(runner, self.max_epochs * self.iters_per_epoch, val_interval, val_begin)
+
+    @property
+    def epoch(self) -> int:
+        """Completed epochs."""
+        return self.iter // self.iters_per_epoch
+
+    def should_validate(self, iteration: int) -> bool:
+        if iteration == self.max_iters:
+            return True
+        if iteration % self.iters_per_epoch:
+            return False
+        epoch = iteration // self.iters_per_epoch
+        return self.val_interval > 0 and epoch >= self.val_begin and epoch % self.val_interval == 0
+
+    def should_checkpoint(self, iteration: int, interval: int) -> bool:
+        return interval > 0 and iteration % (interval * self.iters_per_epoch) == 0
+
+    def build_sampler(
+        self,
+        dataset_size: int,
+        batch_size: int,
+        seed: int,
+        shuffle: bool,
+        rank: int,
+        world_size: int,
+        start_batch: int,
+    ) -> EpochSampler:
+        return EpochSampler(
+            dataset_size,
+            batch_size,
+            self.iters_per_epoch * self.runner.accumulative_counts,
+            seed=seed,
+            shuffle=shuffle,
+            rank=rank,
+            world_size=world_size,
+            start_batch=start_batch,
+        )
+
+
 class ValLoop:
     """Predict every sample of the validation split and compute the evaluator's metrics.
 
     Each process predicts its own shard (no padding duplicates); the metric's per-class sums are
-    reduced once across processes, so the result equals a single-process run.
+    reduced once across processes, so the result equals a single-process run. Before predicting,
+    every process takes the main process's buffers (BatchNorm statistics drift apart per process
+    without SyncBN), so all evaluate exactly the model that is saved. Validation never touches the
+    training RNG streams (it runs in a forked RNG), so a run's training does not depend on when it
+    validates.
     """
 
     mode = "val"
@@ -175,10 +454,15 @@ class ValLoop:
 
     @torch.no_grad()
     def run(self, iteration: int | None = None) -> dict[str, float]:
+        with torch.random.fork_rng(devices=[]):
+            return self._run(iteration)
+
+    def _run(self, iteration: int | None = None) -> dict[str, float]:
         r = self.runner
         acc = r.accelerator
         model = r.unwrapped_model
         model.eval()
+        sync_buffers(model, acc)
         self.evaluator.reset()
         keep = r.vis_num_samples if acc.is_main_process else 0
         kept: list[Any] = []
@@ -200,8 +484,17 @@ class ValLoop:
             r.scalar_logger.log(self.mode, iteration or 0, metrics, total=max(total, iteration or 0, 1))
             if kept and iteration is not None:
                 r.write_overlays(kept, iteration)
+                r.log_overlays_to_trackers(iteration)
         metrics = {k: (float(v) if not math.isnan(v) else v) for k, v in metrics.items()}
         return metrics
+
+
+def sync_buffers(model: torch.nn.Module, accelerator: Any) -> None:
+    """Give every process the main process's buffers (BatchNorm running statistics)."""
+    if accelerator.num_processes <= 1 or not torch.distributed.is_initialized():
+        return
+    for buffer in model.buffers():
+        torch.distributed.broadcast(buffer.data, src=0)
 
 
 class TestLoop(ValLoop):

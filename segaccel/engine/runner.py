@@ -3,20 +3,33 @@
 All device, process, precision and state handling goes through Accelerate. Batches are never
 dispatched from rank 0: each process reads its own shard (`segaccel.data.samplers`) and the
 model's data preprocessor moves it to the device.
+
+State: checkpoints (`accelerator.save_state`, written atomically by `engine.checkpoint`) hold the
+model, optimizer, LR schedule position, grad scaler and every process's RNG states; the position in
+the data stream is the iteration itself (the training stream is a pure function of the seed), so a
+resumed run continues exactly as if it had never stopped. SIGTERM and Ctrl-C stop a run after the
+current iteration with a checkpoint; a NaN/inf loss stops it after saving the last good state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import math
 import os
+import re
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import ProjectConfiguration, set_seed
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -26,7 +39,13 @@ from segaccel.data import build_dataset, dataset_id2label, seg_collate
 from segaccel.data.samplers import InfiniteSampler, ShardedEvalSampler
 from segaccel.engine.checkpoint import latest_checkpoint, read_checkpoint_state, save_checkpoint
 from segaccel.engine.logging import ScalarLogger, banner, logger, setup_logging
-from segaccel.engine.loops import IterBasedTrainLoop, TestLoop, ValLoop
+from segaccel.engine.loops import (
+    IterBasedTrainLoop,
+    NonFiniteLossError,
+    TestLoop,
+    TrainingInterrupted,
+    ValLoop,
+)
 from segaccel.engine.optim import build_optimizer
 from segaccel.engine.schedulers import build_lr_scheduler
 from segaccel.models import Segmentor
@@ -41,8 +60,10 @@ class Runner:
         cfg: the resolved config (after `_base_` and overrides).
         work_dir: output folder; default `cfg["work_dir"]` or `work_dirs/<config name>`.
         config_path: the config file (names the default work dir, shown in the banner).
-        resume: `True` for the latest complete checkpoint in `WORK_DIR/checkpoints`, or a path.
+        resume: `True` for the latest complete checkpoint in `WORK_DIR/checkpoints`, or a path;
+            default the config's `resume` key.
         mixed_precision: `no`/`fp16`/`bf16`; default the config's, else Accelerate's launch setting.
+            fp16 needs a GPU (Accelerate ignores it on a CPU: the run warns and trains in fp32).
     """
 
     def __init__(
@@ -58,14 +79,23 @@ class Runner:
         self.work_dir = Path(work_dir or self.cfg.get("work_dir") or Path("work_dirs") / name)
         self.cfg["work_dir"] = str(self.work_dir)
         self.config_path = config_path
-        self.resume = resume
+        self.resume = resume if resume is not None else self.cfg.get("resume") or None
         report_to = self.cfg.get("report_to") or None
         self.accelerator = Accelerator(
             mixed_precision=mixed_precision or self.cfg.get("mixed_precision") or None,
             log_with=report_to,
-            project_dir=str(self.work_dir),
+            project_config=ProjectConfiguration(
+                project_dir=str(self.work_dir), logging_dir=str(self.work_dir / "logs")
+            ),
         )
         setup_logging(self.work_dir / "logs" / "train.log", self.accelerator.is_main_process)
+        self.precision = effective_precision(self.accelerator)
+        if self.precision != self.accelerator.mixed_precision:
+            logger.warning(
+                f"mixed precision {self.accelerator.mixed_precision} was requested, but Accelerate runs "
+                f"fp16 only on GPUs: this run on {self.accelerator.device} trains in full fp32 precision. "
+                "Use --mixed_precision bf16 for autocast on a CPU, or --mixed_precision no to silence this."
+            )
         self.seed = int(self.cfg.get("seed", 0))
         set_seed(self.seed)
 
@@ -77,14 +107,27 @@ class Runner:
         self.vis_num_samples = int(get_path(hooks, "visualization.num_samples", 4) or 0)
         optim_cfg = self.cfg.get("optim_wrapper") or {}
         self.accumulative_counts = int(optim_cfg.get("accumulative_counts", 1))
-        self.clip_grad = optim_cfg.get("clip_grad") or None
+        if self.accumulative_counts < 1:
+            raise ConfigError(
+                f"optim_wrapper.accumulative_counts must be >= 1, got {self.accumulative_counts}"
+            )
+        self.clip_grad = check_clip_grad(optim_cfg.get("clip_grad") or None)
+        if "skip_nonfinite" in self.cfg:
+            raise ConfigError("skip_nonfinite belongs under optim_wrapper: optim_wrapper.skip_nonfinite=true")
+        self.skip_nonfinite = bool(optim_cfg.get("skip_nonfinite", False))
+        self.train_batch_size = int(get_path(self.cfg, "train_dataloader.batch_size", 2))
 
         self.model: nn.Module | None = None
         self.optimizer = None
         self.lr_scheduler = None
         self.train_loop: IterBasedTrainLoop | None = None
         self.val_loop: ValLoop | None = None
+        self.train_dataset = None
         self.best: dict[str, Any] = {}
+        self._stop_signal: int | None = None
+        self._stop_requested = False
+        self._last_saved: tuple[int, Path] | None = None
+        self._resumed_from: Path | None = None
         self._id2label: dict[int, str] | None = None
         self.scalar_logger = ScalarLogger(
             self.accelerator,
@@ -149,11 +192,12 @@ class Runner:
                     break
         return to_plain(model_cfg)
 
-    def build_model(self) -> Segmentor:
+    def build_model(self, use_load_from: bool = True) -> Segmentor:
+        """The config's model (SyncBN only where it works), with `load_from` weights if given."""
         model = MODELS.build(self.model_config(), key="model")
         model = adapt_sync_batchnorm(model, self.accelerator)
         load_from = self.cfg.get("load_from")
-        if load_from:
+        if load_from and use_load_from:
             load_weights(model, load_from)
         return model
 
@@ -161,7 +205,8 @@ class Runner:
         loader_cfg = self.cfg.get("train_dataloader") or {}
         batch_size = int(loader_cfg.get("batch_size", 2))
         num_workers = int(loader_cfg.get("num_workers", 0))
-        sampler = InfiniteSampler(
+        make_sampler = self.train_loop.build_sampler if self.train_loop is not None else InfiniteSampler
+        sampler = make_sampler(
             len(dataset),
             batch_size,
             seed=self.seed,
@@ -208,17 +253,26 @@ class Runner:
     # training
     # ------------------------------------------------------------------------------------------
     def train(self) -> dict[str, float]:
-        """Train as `train_cfg` says; returns the last validation metrics."""
+        """Train as `train_cfg` says; returns the last validation metrics.
+
+        Raises `TrainingInterrupted` after a SIGTERM/SIGINT (or `request_stop`) once a checkpoint is
+        saved, and `NonFiniteLossError` on a NaN/inf loss once the last good state is saved.
+        """
         acc = self.accelerator
         cfg = self.cfg
         train_cfg = copy.deepcopy(cfg.get("train_cfg") or {})
         loop_type = train_cfg.pop("type", "IterBasedTrainLoop")
         train_dataset = self.build_dataset("train_dataloader")
+        self.train_dataset = train_dataset
         val_dataset = self.build_dataset("val_dataloader") if cfg.get("val_dataloader") else None
 
-        self.model = self.build_model()
+        resume_path = self._resume_path()
+        if resume_path is not None and cfg.get("load_from"):
+            logger.info(f"load_from is not used: the weights come from the checkpoint {resume_path}")
+        self.model = self.build_model(use_load_from=resume_path is None)
         self.optimizer = build_optimizer(self.model, cfg.get("optim_wrapper") or {})
         self.train_loop = LOOPS.build({"type": loop_type, **train_cfg}, key="train_cfg", runner=self)
+        self.scalar_logger.max_iters = self.train_loop.max_iters
         self.lr_scheduler = build_lr_scheduler(
             self.optimizer, cfg.get("param_scheduler"), self.train_loop.max_iters
         )
@@ -232,7 +286,7 @@ class Runner:
             )
             self._val_dataset = val_dataset
 
-        start_iter = self._maybe_resume()
+        start_iter = self._load_checkpoint(resume_path) if resume_path is not None else 0
         self.train_loop.iter = start_iter
         if acc.is_main_process:
             self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -241,57 +295,179 @@ class Runner:
             acc.init_trackers(Path(self.work_dir).name, config=_flat_config(cfg))
         self._log_banner(train_dataset, val_dataset, start_iter)
 
-        data_iter = iter(self._train_dataloader(train_dataset, start_iter))
-        metrics = self.train_loop.run(data_iter)
-        self.export_model(self.work_dir / "model", metrics)
-        if report_to:
-            acc.end_training()
+        # Starting a DataLoader iterator draws its workers' base seed from the global torch RNG: keep
+        # that draw out of the training RNG stream, so a resumed run's stream is the uninterrupted one.
+        with torch.random.fork_rng(devices=[]):
+            data_iter = iter(self._train_dataloader(train_dataset, start_iter))
+        try:
+            with self._stop_on_signals():
+                metrics = self.train_loop.run(data_iter)
+            self.export_model(self.work_dir / "model", metrics)
+        finally:
+            if report_to:
+                acc.end_training()
         return metrics
 
-    def _maybe_resume(self) -> int:
+    # ------------------------------------------------------------------------------------------
+    # state: checkpoints, resume, stopping
+    # ------------------------------------------------------------------------------------------
+    def _resume_path(self) -> Path | None:
+        """The checkpoint `resume` names (the latest complete one for `True`), or None."""
         if not self.resume:
-            return 0
+            return None
         ckpt_root = self.work_dir / "checkpoints"
-        path = latest_checkpoint(ckpt_root) if self.resume is True else Path(self.resume)
-        if path is None:
-            logger.warning(f"--resume: no complete checkpoint in {ckpt_root}; starting from iteration 0")
-            return 0
+        if self.resume is True or self.resume == "auto":
+            path = latest_checkpoint(ckpt_root)
+            if path is None:
+                logger.warning(f"--resume: no complete checkpoint in {ckpt_root}; starting from iteration 0")
+            return path
+        path = Path(self.resume)
+        read_checkpoint_state(path)  # a clear error for a folder that is not a complete checkpoint
+        return path
+
+    def _load_checkpoint(self, path: Path) -> int:
+        """Restore everything `save_state` wrote; returns the iteration to continue from."""
         state = read_checkpoint_state(path)
         self.accelerator.wait_for_everyone()
         self.accelerator.load_state(str(path))
         self.best = state.get("best", {})
-        if state.get("config_digest") not in (None, config_digest(self.cfg)):
+        self._resumed_from = path
+        changes = config_changes(state.get("config"), self.cfg)
+        if state.get("num_processes") not in (None, self.accelerator.num_processes):
+            changes.append(
+                f"processes: {state['num_processes']} -> {self.accelerator.num_processes} (the data stream "
+                "continues in global batches of the new size; not an exact continuation)"
+            )
+        if changes:
+            shown = changes[:20] + ([f"... and {len(changes) - 20} more"] if len(changes) > 20 else [])
+            logger.warning(
+                "resuming with a config that differs from the checkpoint's (the new values apply from "
+                f"iteration {state['iteration']} on):\n  " + "\n  ".join(shown)
+            )
+        elif "config" not in state and state.get("config_digest") not in (None, config_digest(self.cfg)):
             logger.warning("resuming with a config that differs from the checkpoint's config")
         logger.info(f"resumed from {path} at iteration {state['iteration']}")
         return int(state["iteration"])
+
+    def save_checkpoint(self, iteration: int, name: str | None = None) -> Path:
+        """Save the training state as `checkpoints/iter_<iteration>` (or `name`); all processes call it."""
+        if name is None and self._last_saved is not None and self._last_saved[0] == iteration:
+            if self._last_saved[1].is_dir():
+                return self._last_saved[1]
+        state = {
+            "best": self.best,
+            "config_digest": config_digest(self.cfg),
+            "config": to_plain(self.cfg),
+            "num_processes": self.accelerator.num_processes,
+        }
+        path = save_checkpoint(
+            self.accelerator,
+            self.work_dir / "checkpoints",
+            iteration,
+            state,
+            max_keep=self.max_keep_ckpts,
+            name=name,
+        )
+        if name is None:
+            self._last_saved = (iteration, path)
+        if self.accelerator.is_main_process:
+            logger.info(f"saved checkpoint {path}")
+        return path
 
     def after_train_iter(self, iteration: int, metrics: dict[str, float] | None) -> None:
         """Checkpoint at the interval and at the end; keep the best model by `save_best`."""
         if metrics and self.save_best:
             self._update_best(iteration, metrics)
         last = iteration == self.train_loop.max_iters
-        if last or (self.ckpt_interval > 0 and iteration % self.ckpt_interval == 0):
-            state = {"best": self.best, "config_digest": config_digest(self.cfg)}
-            path = save_checkpoint(
-                self.accelerator,
-                self.work_dir / "checkpoints",
-                iteration,
-                state,
-                max_keep=self.max_keep_ckpts,
-            )
-            if self.accelerator.is_main_process:
-                logger.info(f"saved checkpoint {path}")
+        if last or self.train_loop.should_checkpoint(iteration, self.ckpt_interval):
+            self.save_checkpoint(iteration)
 
     def _update_best(self, iteration: int, metrics: dict[str, float]) -> None:
+        """A new best `save_best` metric: checkpoint `checkpoints/best_<metric>` and `best_model/`."""
         key = self.save_best if self.save_best != "auto" else "mIoU"
         value = metrics.get(key)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return
         if self.best.get("value") is None or value > self.best["value"]:
             self.best = {"metric": key, "value": value, "iteration": iteration}
+            self.save_checkpoint(iteration, name=f"best_{key}")
             self.export_model(self.work_dir / "best_model", metrics)
             if self.accelerator.is_main_process:
                 logger.info(f"new best {key} = {value:.2f} at iteration {iteration}")
+
+    def request_stop(self) -> None:
+        """Stop training after the current iteration, with a checkpoint (as SIGTERM does)."""
+        self._stop_requested = True
+
+    def stop_requested(self) -> bool:
+        """Has any process been asked to stop? (Collective with several processes: all call it.)"""
+        flag = self._stop_requested or self._stop_signal is not None
+        acc = self.accelerator
+        if acc.num_processes > 1:
+            t = acc.reduce(torch.tensor([float(flag)], device=acc.device), reduction="sum")
+            flag = bool(t.item() > 0)
+        return flag
+
+    def on_stop(self, iteration: int) -> TrainingInterrupted:
+        """Save a checkpoint after a stop request; the error to raise, with how to resume."""
+        path = self.save_checkpoint(iteration)
+        how = signal.Signals(self._stop_signal).name if self._stop_signal is not None else "a stop request"
+        msg = (
+            f"training stopped by {how} at iteration {iteration}/{self.train_loop.max_iters}; checkpoint "
+            f"saved to {path}. Resume with the same command plus --resume, e.g.\n  "
+            f"{self.resume_command()}"
+        )
+        logger.warning(msg)
+        return TrainingInterrupted(msg, iteration, path, self._stop_signal)
+
+    def on_nonfinite(self, err: NonFiniteLossError, completed: int) -> NonFiniteLossError:
+        """Save the last good state (after iteration `completed`); the error to raise.
+
+        The failing step has not touched the weights, optimizer or schedule (it never steps), and
+        the loop has put back the RNG states of the start of the failing iteration, so the saved
+        checkpoint is exactly the state after the last good iteration: resuming from it replays the
+        failing iteration.
+        """
+        path = self.save_checkpoint(completed)
+        msg = (
+            f"{err}. Training stopped; the last good state (after iteration {completed}) is saved to {path}. "
+            "Lower the learning rate or set optim_wrapper.clip_grad, then resume from it with "
+            f"--resume {path}; or set optim_wrapper.skip_nonfinite=true to skip such steps."
+        )
+        logger.error(msg)
+        return NonFiniteLossError(msg, err.iteration, err.terms)
+
+    def resume_command(self) -> str:
+        config = self.config_path or "CONFIG"
+        return f"python scripts/train.py {config} --work-dir {self.work_dir} --resume"
+
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """SIGTERM/SIGINT ask for a stop after the current iteration; a second Ctrl-C aborts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, frame: Any) -> None:
+            if signum == signal.SIGINT and self._stop_signal == signal.SIGINT:
+                signal.signal(signal.SIGINT, previous[signal.SIGINT])
+                raise KeyboardInterrupt
+            if self._stop_signal is None:
+                self._stop_signal = signum
+                again = " (Ctrl-C again to abort at once)" if signum == signal.SIGINT else ""
+                logger.warning(
+                    f"received {signal.Signals(signum).name}: stopping after this iteration, with a "
+                    f"checkpoint{again}"
+                )
+
+        for s in previous:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
 
     def export_model(self, out_dir: Path, metrics: dict[str, float] | None = None) -> None:
         """`save_pretrained` layout plus the resolved config and the metrics (main process only)."""
@@ -352,24 +528,64 @@ class Runner:
                 out_dir / f"{index:05d}.png"
             )
 
+    def log_overlays_to_trackers(self, iteration: int) -> None:
+        """Send the overlay PNGs of `iteration` to the trackers that take images (tensorboard, wandb)."""
+        if not self.accelerator.is_main_process or not self.accelerator.trackers:
+            return
+        from PIL import Image
+
+        files = sorted((self.work_dir / "vis" / f"iter_{iteration}").glob("*.png"))
+        images = {f"val/overlay_{f.stem}": np.asarray(Image.open(f).convert("RGB")) for f in files}
+        if not images:
+            return
+        for tracker in self.accelerator.trackers:
+            if tracker.name == "tensorboard":
+                batched = {k: v[None] for k, v in images.items()}  # (1, H, W, 3)
+                tracker.log_images(batched, step=iteration, dataformats="NHWC")
+            elif hasattr(tracker, "log_images"):
+                try:
+                    tracker.log_images({k: [v] for k, v in images.items()}, step=iteration)
+                except Exception as err:  # a tracker's image API differs: never stop training for it
+                    logger.warning(f"could not send overlays to the {tracker.name} tracker: {err}")
+
     def _log_banner(self, train_dataset, val_dataset, start_iter: int) -> None:
         acc = self.accelerator
         if not acc.is_main_process:
             return
-        batch = int(get_path(self.cfg, "train_dataloader.batch_size", 2))
+        batch = self.train_batch_size
+        total = batch * acc.num_processes * self.accumulative_counts
         n_params = sum(p.numel() for p in self.unwrapped_model.parameters())
+        n_train = sum(p.numel() for p in self.unwrapped_model.parameters() if p.requires_grad)
+        precision = self.precision
+        if precision != acc.mixed_precision:
+            precision = f"{precision} ({acc.mixed_precision} requested: not available on {acc.device.type})"
+        loop = self.train_loop
+        iterations = f"{loop.max_iters} (starting at {start_iter})"
+        if hasattr(loop, "iters_per_epoch"):
+            iterations += f" = {loop.max_epochs} epochs x {loop.iters_per_epoch}"
         lines = {
             "config": self.config_path or "(dict)",
             "work dir": self.work_dir,
-            "processes": acc.num_processes,
+            "processes": f"{acc.num_processes} ({acc.distributed_type.value})",
             "device": acc.device,
-            "mixed precision": acc.mixed_precision,
+            "mixed precision": precision,
             "batch": f"{batch} per process x {acc.num_processes} processes x {self.accumulative_counts} "
-            f"accumulation = {batch * acc.num_processes * self.accumulative_counts} per iteration",
-            "iterations": f"{self.train_loop.max_iters} (starting at {start_iter})",
+            f"accumulation = {total} per iteration",
+            "iterations": iterations,
             "train / val samples": f"{len(train_dataset)} / {len(val_dataset) if val_dataset else 0}",
-            "parameters": f"{n_params / 1e6:.2f} M",
+            "parameters": f"{n_params / 1e6:.2f} M ({n_train / 1e6:.2f} M trainable)",
+            "seed": self.seed,
         }
+        if self.clip_grad:
+            lines["clip grad"] = self.clip_grad
+        if self.skip_nonfinite:
+            lines["non-finite steps"] = "skipped (optim_wrapper.skip_nonfinite)"
+        if self._resumed_from is not None:
+            lines["resumed from"] = self._resumed_from
+        elif self.cfg.get("load_from"):
+            lines["load from"] = self.cfg["load_from"]
+        if self.cfg.get("report_to"):
+            lines["trackers"] = self.cfg["report_to"]
         logger.info("segaccel training" + banner(lines))
 
 
@@ -395,23 +611,54 @@ def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
 
 
 def load_weights(model: Segmentor, path: str | os.PathLike, strict: bool = False) -> None:
-    """Load `model.safetensors` weights from a file, a model folder or a checkpoint folder.
+    """Load `model.safetensors` weights from a file, a model or checkpoint folder, or a Hub model id.
 
     `load_from` (strict=False) loads every matching weight and re-initialises a classifier whose
-    class count differs; `--checkpoint` (strict=True) requires an exact match.
+    class count differs; `--checkpoint` (strict=True) requires an exact match. Only safetensors are
+    read: weights from elsewhere are never unpickled.
     """
     from safetensors.torch import load_file
 
-    path = Path(path)
-    file = path / "model.safetensors" if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"no weights at {path} (expected a model.safetensors file or a folder holding one)"
-        )
+    file = resolve_weights_file(path)
     if file.suffix != ".safetensors":
         raise ValueError(f"{file}: only .safetensors weights are loaded here (pickled weights are refused)")
     model.load_weights(load_file(str(file)), strict=strict, reinit_heads=not strict, source=str(file))
     logger.info(f"loaded weights from {file}")
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
+
+
+def resolve_weights_file(path: str | os.PathLike) -> Path:
+    """A local weights file for `path`: a file, a folder holding `model.safetensors`, or a Hub id.
+
+    A Hub id (`org/name`, optionally `org/name@revision`) that is not a local path is resolved with
+    `huggingface_hub.hf_hub_download` of its `model.safetensors` (so the HF cache, `HF_HUB_OFFLINE`
+    and `HF_TOKEN` apply).
+    """
+    local = Path(path)
+    if local.exists():
+        file = local / "model.safetensors" if local.is_dir() else local
+        if not file.is_file():
+            raise FileNotFoundError(
+                f"no weights at {local} (expected a model.safetensors file or a folder holding one)"
+            )
+        return file
+    text = str(path)
+    if not _HUB_ID.match(text) or text.startswith((".", "/", "~")):
+        raise FileNotFoundError(
+            f"no weights at {text}: no such file or folder, and not a Hub model id (org/name)"
+        )
+    from huggingface_hub import hf_hub_download
+
+    repo_id, _, revision = text.partition("@")
+    try:
+        return Path(hf_hub_download(repo_id, "model.safetensors", revision=revision or None))
+    except Exception as err:
+        raise FileNotFoundError(
+            f"no weights at {text}: not a local file or folder, and the Hub model {repo_id!r} has no "
+            f"model.safetensors that could be fetched ({type(err).__name__}: {err})"
+        ) from err
 
 
 def config_digest(cfg: dict[str, Any]) -> str:
@@ -423,13 +670,58 @@ def config_digest(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(to_plain(keep), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _flat_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def effective_precision(accelerator: Accelerator) -> str:
+    """The precision training really runs in: Accelerate keeps `fp16` on a CPU but never applies it."""
+    requested = accelerator.mixed_precision
+    if requested == "fp16" and accelerator.device.type == "cpu" and accelerator.scaler is None:
+        return "no"
+    return requested
+
+
+def check_clip_grad(clip_grad: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`optim_wrapper.clip_grad`: `{max_norm, norm_type=2}` (clipping by total norm) or None."""
+    if clip_grad is None:
+        return None
+    if not isinstance(clip_grad, dict) or "max_norm" not in clip_grad:
+        raise ConfigError(
+            f"optim_wrapper.clip_grad: expected {{max_norm: ..., norm_type: 2}}, got {clip_grad!r}"
+        )
+    unknown = sorted(set(clip_grad) - {"max_norm", "norm_type"})
+    if unknown:
+        raise ConfigError(f"optim_wrapper.clip_grad: unknown keys {unknown} (known: max_norm, norm_type)")
+    return {"max_norm": float(clip_grad["max_norm"]), "norm_type": float(clip_grad.get("norm_type", 2.0))}
+
+
+_NOT_COMPARED_ON_RESUME = ("work_dir", "resume")
+
+
+def config_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` lines for every dotted key whose value differs (work_dir, resume ignored)."""
+    if old is None:
+        return []
+    a = {k: v for k, v in _flat_config(to_plain(old), keep_lists=True).items()}
+    b = {k: v for k, v in _flat_config(to_plain(new), keep_lists=True).items()}
+    changes = []
+    for key in sorted(set(a) | set(b)):
+        if key.split(".")[0] in _NOT_COMPARED_ON_RESUME:
+            continue
+        if key not in a:
+            changes.append(f"{key}: (absent) -> {b[key]!r}")
+        elif key not in b:
+            changes.append(f"{key}: {a[key]!r} -> (absent)")
+        elif a[key] != b[key]:
+            changes.append(f"{key}: {a[key]!r} -> {b[key]!r}")
+    return changes
+
+
+def _flat_config(cfg: dict[str, Any], prefix: str = "", keep_lists: bool = False) -> dict[str, Any]:
+    """Dotted keys to scalars (lists as strings, or kept with `keep_lists`), for trackers and diffs."""
     out: dict[str, Any] = {}
     for k, v in cfg.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat_config(v, key + "."))
-        elif isinstance(v, (int, float, str, bool)) or v is None:
+        if isinstance(v, dict) and v:
+            out.update(_flat_config(v, key + ".", keep_lists))
+        elif isinstance(v, (int, float, str, bool)) or v is None or (keep_lists and isinstance(v, list)):
             out[key] = v
         else:
             out[key] = str(v)

@@ -48,8 +48,8 @@ def test_train_export_reload_and_test(tmp_path, fresh_accelerate):
     assert [r["iter"] for r in records if r["mode"] == "val"] == [30, 60]
     assert set(metrics) == {"aAcc", "mIoU", "mAcc"}
 
-    # checkpoints every 20 iterations, the last two kept; exported model and overlays
-    assert sorted(p.name for p in (work_dir / "checkpoints").iterdir()) == ["iter_40", "iter_60"]
+    # checkpoints every 20 iterations, the last two kept, and the best; exported model and overlays
+    assert sorted(p.name for p in (work_dir / "checkpoints").iterdir()) == ["best_mIoU", "iter_40", "iter_60"]
     model_dir = work_dir / "model"
     assert {"config.json", "model.safetensors", "config.yaml", "metrics.json"} <= {
         p.name for p in model_dir.iterdir()
