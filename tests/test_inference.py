@@ -13,7 +13,10 @@ from segaccel.structures import SegDataSample
 
 # the smallest real MiT; spatial reduction 2 in the first two stages, so tiny images work
 TINY_MIT = dict(
-    type="MixVisionTransformer", embed_dims=8, num_layers=(1, 1, 1, 1), num_heads=(1, 1, 1, 1),
+    type="MixVisionTransformer",
+    embed_dims=8,
+    num_layers=(1, 1, 1, 1),
+    num_heads=(1, 1, 1, 1),
     sr_ratios=(2, 2, 1, 1),
 )
 
@@ -117,3 +120,94 @@ def test_bad_inputs_are_reported(model, tmp_path):
             inference_model(model, _rgb(8, 8))
     finally:
         model.test_pipeline = [dict(type="Resize", scale=(32, 24), keep_ratio=True)]
+
+
+def _count_backbone_inputs(model: Segmentor) -> tuple[list, object]:
+    shapes: list[tuple[int, ...]] = []
+    handle = model.backbone.register_forward_hook(
+        lambda module, args, out: shapes.append(tuple(args[0].shape))
+    )
+    return shapes, handle
+
+
+def test_same_size_images_are_batched_up_to_batch_size(model):
+    shapes, handle = _count_backbone_inputs(model)
+    try:
+        inference_model(model, [_rgb(30, 50, seed=i) for i in range(5)], batch_size=2)
+        assert [s[0] for s in shapes] == [2, 2, 1]
+        shapes.clear()
+        inference_model(model, [_rgb(30, 50), _rgb(30, 50, seed=1), _rgb(40, 40), _rgb(30, 50)], batch_size=8)
+        assert [s[0] for s in shapes] == [2, 1, 1]  # a size change closes the batch
+    finally:
+        handle.remove()
+
+
+def test_slide_inference_follows_the_models_test_cfg(model):
+    whole = inference_model(model, _rgb(30, 50))
+    model.test_cfg = {"mode": "slide", "crop_size": (16, 16), "stride": (8, 8)}
+    shapes, handle = _count_backbone_inputs(model)
+    try:
+        slide = inference_model(model, _rgb(30, 50))
+    finally:
+        handle.remove()
+        model.test_cfg = {"mode": "whole"}
+    # the test pipeline gives (19, 32): 2 x 3 windows of 16 x 16, every one through the backbone
+    assert {s[-2:] for s in shapes} == {(16, 16)} and sum(s[0] for s in shapes) == 6
+    _check(slide, (30, 50))
+    assert not torch.equal(slide.seg_logits.data, whole.seg_logits.data)
+
+
+def _load_script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_infer_script_on_a_folder_writes_masks_and_overlays(model, tmp_path, capsys):
+    model.save_pretrained(tmp_path / "model")
+    images = tmp_path / "images"
+    images.mkdir()
+    sizes = {"a": (30, 50), "b": (30, 50), "c": (41, 23)}
+    for i, (name, (h, w)) in enumerate(sizes.items()):
+        Image.fromarray(_rgb(h, w, seed=i)).save(images / f"{name}.png")
+    (images / "notes.txt").write_text("not an image")
+    extra = tmp_path / "extra.jpg"
+    Image.fromarray(_rgb(20, 28, seed=9)).save(extra, quality=95)
+
+    infer = _load_script("infer")
+    written = infer.main(
+        [
+            str(images),
+            str(extra),
+            "--model",
+            str(tmp_path / "model"),
+            "--out-dir",
+            str(tmp_path / "out"),
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert "segmenting" in err and "4/4" in err  # the progress bar
+    assert sorted(p.name for p in written) == ["a.png", "b.png", "c.png", "extra.png"]
+    loaded = Segmentor.from_pretrained(tmp_path / "model")
+    for name, (h, w) in {**sizes, "extra": (20, 28)}.items():
+        source = images / f"{name}.png" if name != "extra" else extra
+        mask = np.asarray(Image.open(tmp_path / "out" / "masks" / f"{name}.png"))
+        expected = inference_model(loaded, source).pred_sem_seg.data[0].numpy()
+        assert mask.shape == (h, w) and mask.dtype == np.uint8 and np.array_equal(mask, expected)
+        overlay = Image.open(tmp_path / "out" / "overlays" / f"{name}.png")
+        assert overlay.width >= w and overlay.height > h  # the image, then the legend under it
+        top = np.asarray(overlay.convert("RGB"))[:h, :w]
+        assert not np.array_equal(top, np.asarray(Image.open(source).convert("RGB")))  # colours blended in
+    with pytest.raises(SystemExit, match="neither an image file nor a folder"):
+        infer.main(
+            [str(tmp_path / "nope.png"), "--model", str(tmp_path / "model"), "--out-dir", str(tmp_path)]
+        )
