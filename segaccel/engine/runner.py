@@ -303,6 +303,7 @@ class Runner:
             with self._stop_on_signals():
                 metrics = self.train_loop.run(data_iter)
             self.export_model(self.work_dir / "model", metrics)
+            self.publish_model(metrics)
         finally:
             if report_to:
                 acc.end_training()
@@ -468,6 +469,43 @@ class Runner:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+    def publish_model(self, metrics: dict[str, float] | None = None) -> None:
+        """Complete `WORK_DIR/model`'s card and push it when `push_to_hub: true` (main process only).
+
+        The last validation's per-class figures are added to `model/metrics.json` (`per_class`), the
+        model card is rewritten with them and the training command, and with `push_to_hub` the folder
+        is pushed to `hub_model_id` (default: the work dir's name; `hub_private: true` for a private
+        repo) through `segaccel.hub.push_model_dir`.
+        """
+        acc = self.accelerator
+        if acc.is_main_process:
+            from segaccel.hub import push_model_dir, write_model_card
+
+            model_dir = self.work_dir / "model"
+            evaluator = getattr(self.val_loop, "evaluator", None)
+            per_class = getattr(evaluator, "per_class", None)
+            if metrics and per_class:
+                names = list(getattr(evaluator, "class_names", []))
+                table = {
+                    metric: {n: None if math.isnan(v) else round(float(v), 2) for n, v in zip(names, values)}
+                    for metric, values in per_class.items()
+                }
+                with open(model_dir / "metrics.json", "w", encoding="utf-8") as f:
+                    json.dump({**metrics, "per_class": table}, f, indent=2)
+            command = _command_line()
+            write_model_card(model_dir, train_command=command)
+            if self.cfg.get("push_to_hub"):
+                repo_id = self.cfg.get("hub_model_id") or self.work_dir.name
+                url = push_model_dir(
+                    model_dir,
+                    repo_id,
+                    private=True if self.cfg.get("hub_private") else None,
+                    commit_message=f"segaccel: {self.work_dir.name}, {self.train_loop.max_iters} iterations",
+                    train_command=command,
+                )
+                logger.info(f"pushed the final model to {repo_id}: {url}")
+        acc.wait_for_everyone()
 
     def export_model(self, out_dir: Path, metrics: dict[str, float] | None = None) -> None:
         """`save_pretrained` layout plus the resolved config and the metrics (main process only)."""
@@ -726,3 +764,14 @@ def _flat_config(cfg: dict[str, Any], prefix: str = "", keep_lists: bool = False
         else:
             out[key] = str(v)
     return out
+
+
+def _command_line() -> str | None:
+    """The command that runs this process (`python scripts/train.py ...`), when it is a script."""
+    import shlex
+    import sys
+
+    if not sys.argv or not sys.argv[0].endswith(".py"):
+        return None
+    script = os.path.relpath(sys.argv[0]) if os.path.isabs(sys.argv[0]) else sys.argv[0]
+    return " ".join(["python", shlex.quote(script), *(shlex.quote(a) for a in sys.argv[1:])])
