@@ -23,12 +23,14 @@ from .losses.tversky_loss import TverskyLoss
 from .necks.fpn import FPN
 from .samplers.ohem_pixel_sampler import OHEMPixelSampler
 from .segmentor import Segmentor
+from .tta import SegTTAModel
 
 MODELS.register(Segmentor, SegDataPreProcessor, MixVisionTransformer, SegformerHead, CrossEntropyLoss)
 MODELS.register(Segmentor, name="EncoderDecoder")
 MODELS.register(DiceLoss, FocalLoss, LovaszLoss, TverskyLoss, OHEMPixelSampler)
 MODELS.register(FCNHead, PSPHead, ASPPHead, DepthwiseSeparableASPPHead, UPerHead, FPN)
 MODELS.register(TimmBackbone)
+MODELS.register(SegTTAModel)
 
 __all__ = [
     "ASPPHead",
@@ -43,6 +45,7 @@ __all__ = [
     "OHEMPixelSampler",
     "PSPHead",
     "SegDataPreProcessor",
+    "SegTTAModel",
     "SegformerHead",
     "Segmentor",
     "TimmBackbone",
