@@ -35,8 +35,9 @@ from torch.utils.data import DataLoader
 
 import segaccel.evaluation  # noqa: F401  (registers the metrics)
 from segaccel.config import dump_config, get_path, to_plain
-from segaccel.data import build_dataset, dataset_id2label, seg_collate
+from segaccel.data import build_dataset, seg_collate
 from segaccel.data.samplers import InfiniteSampler, ShardedEvalSampler
+from segaccel.data.streaming import SegStreamDataset, StreamCheckpoint, StreamLoader, stream_collate
 from segaccel.engine.checkpoint import latest_checkpoint, read_checkpoint_state, save_checkpoint
 from segaccel.engine.logging import ScalarLogger, banner, logger, setup_logging
 from segaccel.engine.loops import (
@@ -150,15 +151,34 @@ class Runner:
         return copy.deepcopy(dataset_cfg)
 
     def build_dataset(self, loader_key: str):
-        """The `SegDataset` of `<loader_key>.dataset` (the main process prepares data first)."""
+        """The `SegDataset` (or, streamed, `SegStreamDataset`) of `<loader_key>.dataset`.
+
+        The main process prepares data first. A streamed split is sharded across processes here,
+        once (the dataloaders are never prepared by Accelerate); the training stream's position is
+        registered for checkpointing, so `--resume` continues the stream where it stopped.
+        """
         dataset_cfg = self._dataset_cfg(loader_key)
         split = dataset_cfg.pop("split", "train" if loader_key.startswith("train") else "validation")
         num_classes = get_path(self.cfg, "model.decode_head.num_classes")
-        with self.accelerator.main_process_first():
-            dataset = build_dataset(dataset_cfg, split, seed=self.seed, num_classes=num_classes)
+        training = loader_key.startswith("train")
+        acc = self.accelerator
+        with acc.main_process_first():
+            dataset = build_dataset(
+                dataset_cfg,
+                split,
+                seed=self.seed,
+                num_classes=num_classes,
+                rank=acc.process_index,
+                world_size=acc.num_processes,
+                training=training,
+            )
         if self._id2label is None:
-            self._id2label = dataset_id2label(dataset_cfg, dataset.hf_dataset)
-        if len(dataset) == 0:
+            self._id2label = dataset.id2label
+        if isinstance(dataset, SegStreamDataset):
+            if training and getattr(self, "_stream_checkpoint", None) is None:
+                self._stream_checkpoint = StreamCheckpoint(acc.process_index, acc.num_processes)
+                acc.register_for_checkpointing(self._stream_checkpoint)
+        elif len(dataset) == 0:
             raise ValueError(f"{loader_key}.dataset: split {split!r} of {dataset_cfg.get('path')!r} is empty")
         return dataset
 
@@ -201,10 +221,12 @@ class Runner:
             load_weights(model, load_from)
         return model
 
-    def _train_dataloader(self, dataset, start_iter: int) -> DataLoader:
+    def _train_dataloader(self, dataset, start_iter: int) -> DataLoader | StreamLoader:
         loader_cfg = self.cfg.get("train_dataloader") or {}
         batch_size = int(loader_cfg.get("batch_size", 2))
         num_workers = int(loader_cfg.get("num_workers", 0))
+        if isinstance(dataset, SegStreamDataset):
+            return self._stream_dataloader(dataset, loader_cfg, start_iter)
         make_sampler = self.train_loop.build_sampler if self.train_loop is not None else InfiniteSampler
         sampler = make_sampler(
             len(dataset),
@@ -226,9 +248,42 @@ class Runner:
             prefetch_factor=loader_cfg.get("prefetch_factor") if num_workers > 0 else None,
         )
 
+    def _stream_dataloader(
+        self, dataset: SegStreamDataset, loader_cfg: dict[str, Any], start_iter: int
+    ) -> StreamLoader:
+        """Batches of a streamed training split (already sharded by process), tracked for checkpoints."""
+        checkpoint = self._stream_checkpoint
+        if start_iter > 0:
+            if checkpoint.loaded:
+                dataset.resume_from(checkpoint.loaded)
+                logger.info(
+                    f"the training stream resumes where the checkpoint left it (iteration {start_iter})"
+                )
+            else:
+                logger.warning("the checkpoint holds no stream position: the training stream starts again")
+        num_workers = int(loader_cfg.get("num_workers", 0))
+        loader = DataLoader(
+            dataset,
+            batch_size=int(loader_cfg.get("batch_size", 2)),
+            num_workers=num_workers,
+            collate_fn=stream_collate,
+            pin_memory=self.accelerator.device.type == "cuda",
+            persistent_workers=num_workers > 0,
+            prefetch_factor=loader_cfg.get("prefetch_factor") if num_workers > 0 else None,
+        )
+        return StreamLoader(loader, checkpoint)
+
     def _eval_dataloader(self, loader_key: str, dataset) -> DataLoader:
         loader_cfg = self.cfg.get(loader_key) or {}
         num_workers = int(loader_cfg.get("num_workers", 0))
+        if isinstance(dataset, SegStreamDataset):  # each process reads its own shard once
+            return DataLoader(
+                dataset,
+                batch_size=int(loader_cfg.get("batch_size", 1)),
+                num_workers=num_workers,
+                collate_fn=seg_collate,
+                pin_memory=self.accelerator.device.type == "cuda",
+            )
         sampler = ShardedEvalSampler(
             len(dataset), self.accelerator.process_index, self.accelerator.num_processes
         )
