@@ -2,8 +2,9 @@
 
 The stream is sharded across processes once, here, with `split_dataset_by_node` (the runner
 never lets Accelerate shard it again), shuffled with a buffer of examples (training), and split
-across DataLoader workers by `datasets` itself. Each sample is augmented with a generator seeded
-by its place in the stream, `(seed, epoch, process, worker, position)`.
+across DataLoader workers by shards (`IterableDataset.shard`), so that each worker's position
+can be saved and restored with `state_dict`/`load_state_dict`. Each sample is augmented with a
+generator seeded by its place in the stream, `(seed, epoch, process, worker, position)`.
 
 Resuming: every training sample carries the stream's `state_dict()` after it; `StreamLoader`
 records the latest one of each worker as batches are consumed, and `StreamCheckpoint` (registered
@@ -128,14 +129,19 @@ class SegStreamDataset(SampleReader, torch.utils.data.IterableDataset):
             start = {"epoch": start["epoch"], "position": 0, "hf": None}
         epoch = int(start["epoch"]) if start else 0
         position = int(start["position"]) if start else 0
-        stream = copy.deepcopy(self.hf_dataset)
+        stream = self._worker_stream(worker, num_workers)
+        if stream is None:
+            return
         while True:
             stream.set_epoch(epoch)
             resumed = start is not None and start.get("hf") is not None
             stream.load_state_dict(start["hf"] if resumed else None)
             start = None
             produced = False
-            for row in stream:
+            # `iter` rather than `for row in stream`: the worker split is ours (above), so the state
+            # of each worker's stream has the structure it is restored into.
+            for batch in stream.iter(batch_size=1):
+                row = {key: values[0] for key, values in batch.items()}
                 out = self._sample(row, epoch, worker, position)
                 position += 1
                 produced = True
@@ -151,10 +157,24 @@ class SegStreamDataset(SampleReader, torch.utils.data.IterableDataset):
             if not self.infinite:
                 return
             if not produced and not resumed:
-                if num_workers > 1:
-                    return  # fewer shards than workers: this worker has none (datasets warns)
-                raise SampleError(f"{self._where()}: the stream is empty on process {self.rank}")
+                raise SampleError(
+                    f"{self._where()}: the stream of process {self.rank}, worker {worker} is empty"
+                )
             epoch, position = epoch + 1, 0
+
+    def _worker_stream(self, worker: int, num_workers: int) -> datasets.IterableDataset | None:
+        """This DataLoader worker's part of the stream: every `num_workers`-th shard (None: no shard)."""
+        if num_workers <= 1:
+            return copy.deepcopy(self.hf_dataset)  # set_epoch / load_state_dict must not touch ours
+        shards = min(num_workers, self.hf_dataset.num_shards)
+        if worker >= shards:
+            if worker == shards:
+                logger.warning(
+                    f"{self._where()}: {num_workers} DataLoader workers but only {shards} shard(s) in the "
+                    f"stream of process {self.rank}: workers {shards}..{num_workers - 1} get no data"
+                )
+            return None
+        return self.hf_dataset.shard(num_shards=shards, index=worker, contiguous=False)
 
     def _sample(self, row: dict[str, Any], epoch: int, worker: int, position: int) -> dict[str, Any]:
         where = f"{position} (stream position on process {self.rank}, worker {worker}, epoch {epoch})"
