@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from segaccel.config import load_config  # noqa: E402
+from segaccel.config import load_config, merge  # noqa: E402
 
 
 def default_shape(config: str) -> tuple[int, int]:
@@ -32,12 +32,39 @@ def default_shape(config: str) -> tuple[int, int]:
     return (int(match.group(1)), int(match.group(2))) if match else (512, 512)
 
 
+def load_model_config(path: str, overrides: list[str] | None = None) -> dict:
+    """The config; if a `_base_` dataset recipe is missing, the rest of it (the model needs no data)."""
+    try:
+        return load_config(path, overrides or [])
+    except FileNotFoundError:
+        import yaml
+
+        from segaccel.config import apply_overrides
+
+        def partial(p: Path) -> dict:
+            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            bases = raw.pop("_base_", [])
+            cfg: dict = {}
+            for base in [bases] if isinstance(bases, str) else bases:
+                if (p.parent / base).is_file():
+                    cfg = merge(cfg, partial(p.parent / base))
+                elif "datasets" not in base:
+                    raise FileNotFoundError(f"config file {p.parent / base} not found (a _base_ of {p})")
+                else:
+                    print(
+                        f"note: {p.parent / base} not found; counting the model without it", file=sys.stderr
+                    )
+            return merge(cfg, raw)
+
+        return apply_overrides(partial(Path(path)), overrides or [])
+
+
 def count(config: str, shape: tuple[int, int] | None = None, overrides: list[str] | None = None) -> dict:
     """Build the config's model and count its parameters and the FLOPs of one forward."""
     import segaccel.models  # noqa: F401  (registers the model parts)
     from segaccel.registry import MODELS
 
-    cfg = load_config(config, overrides or [])
+    cfg = load_model_config(config, overrides)
     model_cfg = dict(cfg["model"])
     backbone = dict(model_cfg["backbone"])
     if "pretrained" in backbone:

@@ -30,7 +30,10 @@ class UPerHead(BaseDecodeHead):
     """
 
     def __init__(
-        self, pool_scales: Sequence[int] = (1, 2, 3, 6), input_transform: str = "multiple_select", **kwargs: Any
+        self,
+        pool_scales: Sequence[int] = (1, 2, 3, 6),
+        input_transform: str = "multiple_select",
+        **kwargs: Any,
     ) -> None:
         super().__init__(input_transform=input_transform, **kwargs)
         if self.input_transform != "multiple_select":
