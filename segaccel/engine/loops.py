@@ -473,6 +473,7 @@ class ValLoop:
             with acc.autocast():
                 outputs = model.predict(data["inputs"], data["data_samples"])
             self.evaluator.process(outputs)
+            self.after_batch(batch, outputs)
             if len(kept) < keep:
                 kept.extend(o.cpu() for o in outputs[: keep - len(kept)])
         if acc.num_processes > 1:
@@ -488,6 +489,9 @@ class ValLoop:
         metrics = {k: (float(v) if not math.isnan(v) else v) for k, v in metrics.items()}
         return metrics
 
+    def after_batch(self, batch: dict[str, Any], outputs: list[Any]) -> None:
+        """Called with every predicted batch after the evaluator saw it (TestLoop writes outputs)."""
+
 
 def sync_buffers(model: torch.nn.Module, accelerator: Any) -> None:
     """Give every process the main process's buffers (BatchNorm running statistics)."""
@@ -498,6 +502,39 @@ def sync_buffers(model: torch.nn.Module, accelerator: Any) -> None:
 
 
 class TestLoop(ValLoop):
-    """`ValLoop` over the test split."""
+    """`ValLoop` over the test split; each `writer` gets every predicted batch.
+
+    A writer has `process(batch, outputs, indices)`, where `indices` are the dataset indices of the
+    batch's samples as this process's sampler gave them (None where the loader has no indexed
+    sampler, e.g. a streamed dataset). Each process writes what it predicted (see
+    `segaccel.engine.test_outputs`).
+    """
 
     mode = "test"
+
+    def __init__(
+        self,
+        runner: Runner,
+        dataloader: torch.utils.data.DataLoader,
+        evaluator: Any,
+        writers: list[Any] | tuple[Any, ...] = (),
+    ) -> None:
+        super().__init__(runner, dataloader, evaluator)
+        self.writers = list(writers)
+        sampler = getattr(dataloader, "sampler", None)
+        self._indices = list(sampler.indices) if hasattr(sampler, "indices") else None
+        self._seen = 0
+
+    def run(self, iteration: int | None = None) -> dict[str, float]:
+        self._seen = 0
+        return super().run(iteration)
+
+    def after_batch(self, batch: dict[str, Any], outputs: list[Any]) -> None:
+        n = len(outputs)
+        if self._indices is not None:
+            indices = self._indices[self._seen : self._seen + n]
+        else:
+            indices = [None] * n
+        self._seen += n
+        for writer in self.writers:
+            writer.process(batch, outputs, indices)

@@ -583,8 +583,32 @@ class Runner:
         model: Segmentor | None = None,
         checkpoint: str | None = None,
         loader_key: str = "test_dataloader",
+        *,
+        test_cfg: dict | None = None,
+        tta: dict | None = None,
+        show_dir: str | os.PathLike | None = None,
+        out_dir: str | os.PathLike | None = None,
+        original_ids: bool = False,
+        confusion_matrix: bool = False,
     ) -> dict[str, float]:
-        """Evaluate `model` (or the config's model, with `checkpoint` weights) on `loader_key`."""
+        """Evaluate `model` (or the config's model, with `checkpoint` weights) on `loader_key`.
+
+        `test_cfg` replaces the model's inference mode (`{"mode": "slide", "crop_size", "stride"}`);
+        `tta` wraps it in a `SegTTAModel` (`{"scales": [...], "flip": bool}`). Writes
+        `WORK_DIR/metrics.json` (the summary and a `per_class` table); `out_dir` gets the predicted
+        masks as PNG label ids (`original_ids`: the dataset's stored ids), `show_dir` overlays,
+        `confusion_matrix` the row-normalised confusion matrix (PNG + CSV) in the work dir. Masks
+        and overlays are written by each process for its own samples. Returns the summary.
+        """
+        from segaccel.engine.test_outputs import (
+            OverlayWriter,
+            PredictionWriter,
+            per_class_table,
+            write_confusion_matrix,
+        )
+        from segaccel.models.tta import SegTTAModel
+
+        acc = self.accelerator
         if not self.cfg.get(loader_key):
             loader_key = "val_dataloader"
         evaluator_key = "test_evaluator" if loader_key == "test_dataloader" else "val_evaluator"
@@ -593,14 +617,53 @@ class Runner:
             model = self.build_model()
             if checkpoint:
                 load_weights(model, checkpoint, strict=True)
-        self.model = self.accelerator.prepare_model(model, evaluation_mode=True)
-        loop = TestLoop(self, self._eval_dataloader(loader_key, dataset), self.build_evaluator(evaluator_key))
-        metrics = loop.run()
-        if self.accelerator.is_main_process:
+        if test_cfg is not None:
+            model.test_cfg = test_cfg
+        segmentor = model
+        if tta:
+            model = SegTTAModel(segmentor, **tta)
+        self.model = acc.prepare_model(model, evaluation_mode=True)
+        evaluator = self.build_evaluator(evaluator_key)
+        class_names = list(evaluator.class_names)
+        writers: list[Any] = []
+        if out_dir is not None:
+            writers.append(
+                PredictionWriter(
+                    out_dir,
+                    original_ids=original_ids,
+                    reduce_zero_label=bool(getattr(dataset, "reduce_zero_label", False)),
+                    label_map=getattr(dataset, "label_map", None),
+                )
+            )
+        if show_dir is not None:
+            palette = segmentor.palette or get_palette(segmentor.num_classes)
+            writers.append(OverlayWriter(show_dir, palette, class_names, dataset=dataset))
+        loader = self._eval_dataloader(loader_key, dataset)
+        if acc.is_main_process:
+            size = len(dataset) if hasattr(dataset, "__len__") else "streamed"
+            how = dict(segmentor.test_cfg)
+            if tta:
+                how["tta"] = {"scales": model.scales, "flip": model.flip}
+            logger.info(
+                f"testing on {size} samples of {getattr(dataset, 'split', loader_key)!r} with "
+                f"{acc.num_processes} process(es), batch {loader.batch_size} per process, {how}"
+            )
+        metrics = TestLoop(self, loader, evaluator, writers=writers).run()
+        if acc.is_main_process:
             self.work_dir.mkdir(parents=True, exist_ok=True)
+            summary = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in metrics.items()}
+            table = per_class_table(evaluator.per_class, class_names)
             with open(self.work_dir / "metrics.json", "w", encoding="utf-8") as f:
-                json.dump(metrics, f, indent=2)
+                json.dump({**summary, "per_class": table}, f, indent=2)
             logger.info(f"wrote {self.work_dir / 'metrics.json'}")
+            if confusion_matrix:
+                paths = write_confusion_matrix(evaluator.confusion_matrix, class_names, self.work_dir)
+                logger.info("wrote " + ", ".join(str(p) for p in paths))
+        for writer in writers:
+            if writer.written and acc.is_main_process:
+                folder = getattr(writer, "out_dir", None) or getattr(writer, "show_dir", None)
+                logger.info(f"wrote {len(writer.written)} files (this process's) to {folder}")
+        acc.wait_for_everyone()
         return metrics
 
     def write_overlays(self, samples: list, iteration: int) -> None:

@@ -1,0 +1,258 @@
+"""What a test run writes besides `metrics.json`: predicted masks, overlays, the confusion matrix.
+
+`PredictionWriter` (`--out-dir`) and `OverlayWriter` (`--show-dir`) receive every predicted batch
+from `TestLoop`; each process writes the files of its own shard (one file per sample, named after
+the sample, so processes never write the same file and nothing is gathered). The per-class table
+and the confusion matrix come from the metric after its cross-process reduction and are written by
+the main process.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from segaccel.structures import SegDataSample
+from segaccel.visualization import make_comparison
+
+
+def output_name(sample: SegDataSample, index: int | None) -> str:
+    """A file stem for a sample: its image file's stem, else its dataset index, else its `img_id`."""
+    path = sample.get("img_path")
+    if path:
+        return Path(str(path)).stem
+    if index is not None:
+        return f"{index:06d}"
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(sample.get("img_id", "sample"))).strip("_") or "sample"
+
+
+def save_label_png(mask: np.ndarray, path: str | Path) -> None:
+    """An `(H, W)` map of label ids as a single-channel PNG: 8-bit if every id fits, else 16-bit."""
+    mask = np.asarray(mask)
+    if mask.size and (mask.min() < 0 or mask.max() > 65535):
+        raise ValueError(
+            f"{path}: label ids must be in [0, 65535] to be stored as PNG, got {mask.min()}..{mask.max()}"
+        )
+    if mask.size == 0 or mask.max() <= 255:
+        Image.fromarray(mask.astype(np.uint8), mode="L").save(path)
+    else:
+        Image.fromarray(mask.astype(np.uint16)).save(path)  # mode I;16
+
+
+def to_original_ids(
+    pred: np.ndarray, reduce_zero_label: bool = False, label_map: Mapping[int, int] | None = None
+) -> np.ndarray:
+    """Predicted class ids back to the dataset's stored ids: the dataset's mapping undone.
+
+    The dataset applies `reduce_zero_label` (stored id − 1) and then `label_map` (old → new); this
+    applies the inverse `label_map` (new → old; where several old ids share a new id, the smallest
+    old id) and then adds 1 for `reduce_zero_label`.
+    """
+    out = np.asarray(pred).astype(np.int64)
+    if label_map:
+        inverse: dict[int, int] = {}
+        for old, new in sorted((int(k), int(v)) for k, v in label_map.items()):
+            inverse.setdefault(new, old)
+        lut = np.arange(max(int(out.max(initial=0)), *inverse) + 1, dtype=np.int64)
+        for new, old in inverse.items():
+            lut[new] = old
+        out = lut[out]
+    if reduce_zero_label:
+        out = out + 1
+    return out
+
+
+class PredictionWriter:
+    """`--out-dir`: each predicted mask as a PNG of label ids, `<name>.png`.
+
+    With `original_ids`, ids are the dataset's stored ids (`to_original_ids`: +1 for a
+    `reduce_zero_label` dataset, the inverse `label_map`), ready for a benchmark server.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        original_ids: bool = False,
+        reduce_zero_label: bool = False,
+        label_map: Mapping[int, int] | None = None,
+    ) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.original_ids = original_ids
+        self.reduce_zero_label = reduce_zero_label
+        self.label_map = dict(label_map) if label_map else None
+        self.written: list[Path] = []
+
+    def process(
+        self, batch: dict[str, Any], outputs: list[SegDataSample], indices: Sequence[int | None]
+    ) -> None:
+        for sample, index in zip(outputs, indices):
+            pred = sample.pred_sem_seg.data[0].cpu().numpy()
+            if self.original_ids:
+                pred = to_original_ids(pred, self.reduce_zero_label, self.label_map)
+            path = self.out_dir / f"{output_name(sample, index)}.png"
+            save_label_png(pred, path)
+            self.written.append(path)
+
+
+class OverlayWriter:
+    """`--show-dir`: image | ground truth | prediction over the original image, `<name>.png`.
+
+    Images lower than `min_height` are enlarged by a whole factor (nearest neighbour) to stay readable.
+    """
+
+    def __init__(
+        self,
+        show_dir: str | Path,
+        palette: Sequence[Sequence[int]],
+        class_names: Sequence[str] | None = None,
+        dataset: Any = None,
+        alpha: float = 0.5,
+        min_height: int = 192,
+    ) -> None:
+        self.show_dir = Path(show_dir)
+        self.show_dir.mkdir(parents=True, exist_ok=True)
+        self.palette = [list(c) for c in palette]
+        self.class_names = list(class_names) if class_names else None
+        self.dataset = dataset
+        self.alpha = alpha
+        self.min_height = min_height
+        self.written: list[Path] = []
+
+    def process(
+        self, batch: dict[str, Any], outputs: list[SegDataSample], indices: Sequence[int | None]
+    ) -> None:
+        for i, (sample, index) in enumerate(zip(outputs, indices)):
+            pred = sample.pred_sem_seg.data[0].cpu().numpy()
+            gt = sample.gt_sem_seg.data[0].cpu().numpy() if "gt_sem_seg" in sample else None
+            image = self._image(batch, i, index, pred.shape)
+            path = self.show_dir / f"{output_name(sample, index)}.png"
+            comparison = make_comparison(
+                image, gt, pred, self.palette, self.class_names, alpha=self.alpha, min_height=self.min_height
+            )
+            comparison.save(path)
+            self.written.append(path)
+
+    def _image(self, batch: dict[str, Any], i: int, index: int | None, shape: tuple[int, int]) -> np.ndarray:
+        """The original image (from the dataset), else the model's input resized to `ori_shape`."""
+        if index is not None and hasattr(self.dataset, "load_results"):
+            image = np.asarray(self.dataset.load_results(index)["img"])
+            if image.shape[:2] == tuple(shape):
+                return image
+        tensor = batch["inputs"][i]
+        image = (
+            tensor.permute(1, 2, 0).cpu().numpy() if isinstance(tensor, torch.Tensor) else np.asarray(tensor)
+        )
+        image = image.astype(np.uint8)
+        if image.shape[2] == 1:
+            image = np.repeat(image, 3, axis=2)
+        if image.shape[:2] != tuple(shape):
+            image = np.asarray(Image.fromarray(image[..., :3]).resize((shape[1], shape[0]), Image.BILINEAR))
+        return image[..., :3]
+
+
+def per_class_table(per_class: Mapping[str, np.ndarray], class_names: Sequence[str]) -> dict[str, dict]:
+    """`{metric: {class name: value rounded to 2 decimals, or None for NaN}}` (the metrics.json layout)."""
+    return {
+        metric: {name: None if math.isnan(v) else round(float(v), 2) for name, v in zip(class_names, values)}
+        for metric, values in per_class.items()
+    }
+
+
+def normalized_confusion_matrix(matrix: np.ndarray) -> np.ndarray:
+    """Each row (a ground-truth class) divided by its pixel count; a class with no pixels gives NaN."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return matrix / matrix.sum(axis=1, keepdims=True)
+
+
+def write_confusion_matrix(
+    matrix: np.ndarray, class_names: Sequence[str], out_dir: str | Path
+) -> tuple[Path, Path, Path]:
+    """`confusion_matrix.csv` (rows normalised), `confusion_matrix_counts.csv`, `confusion_matrix.png`.
+
+    Rows are ground-truth classes, columns predicted classes; a row sums to 1 (ignored pixels and
+    predictions outside the classes are not in the matrix).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    matrix = np.asarray(matrix)
+    normalized = normalized_confusion_matrix(matrix)
+    names = [str(n) for n in class_names]
+    csv_path, counts_path, png_path = (
+        out_dir / "confusion_matrix.csv",
+        out_dir / "confusion_matrix_counts.csv",
+        out_dir / "confusion_matrix.png",
+    )
+    for path, values, fmt in ((csv_path, normalized, "{:.6f}"), (counts_path, matrix, "{:d}")):
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["ground truth \\ prediction", *names])
+            for name, row in zip(names, values):
+                writer.writerow(
+                    [
+                        name,
+                        *(
+                            "" if isinstance(v, float) and math.isnan(v) else fmt.format(v)
+                            for v in row.tolist()
+                        ),
+                    ]
+                )
+    confusion_matrix_image(normalized, names).save(png_path)
+    return csv_path, counts_path, png_path
+
+
+def confusion_matrix_image(normalized: np.ndarray, class_names: Sequence[str]) -> Image.Image:
+    """A heat map of a row-normalised matrix: white (0) to dark blue (1), NaN rows grey.
+
+    Cells shrink with the class count (at least 3 pixels); class names are drawn when a cell is
+    at least 10 pixels, percentages when at least 28.
+    """
+    n = len(class_names)
+    cell = int(min(40, max(3, 800 // max(n, 1))))
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    show_names = cell >= 10
+    label_w = max((int(measure.textlength(str(s), font=font)) for s in class_names), default=0) + 8
+    margin = label_w if show_names else 8
+    title = "rows: ground truth, columns: prediction (each row sums to 100 %)"
+    title_h = 20
+    width = max(margin + n * cell + 8, int(measure.textlength(title, font=font)) + 8)
+    height = title_h + margin + n * cell + 8
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 4), title, fill=(0, 0, 0), font=font)
+    x0, y0 = margin, title_h + margin
+    values = np.nan_to_num(normalized, nan=-1.0)
+    for r in range(n):
+        for c in range(n):
+            v = values[r, c]
+            if v < 0:
+                colour = (200, 200, 200)
+            else:
+                colour = tuple(int(round(255 - v * (255 - t))) for t in (8, 48, 107))
+            box = [x0 + c * cell, y0 + r * cell, x0 + (c + 1) * cell - 1, y0 + (r + 1) * cell - 1]
+            draw.rectangle(box, fill=colour)
+            if cell >= 28 and v >= 0:
+                text = f"{v * 100:.0f}"
+                draw.text(
+                    (box[0] + 3, box[1] + cell // 3),
+                    text,
+                    fill=(255, 255, 255) if v > 0.5 else (0, 0, 0),
+                    font=font,
+                )
+    if show_names:
+        for k, name in enumerate(class_names):
+            draw.text((4, y0 + k * cell + (cell - 10) // 2), str(name), fill=(0, 0, 0), font=font)
+            label = Image.new("RGB", (label_w, cell), (255, 255, 255))
+            ImageDraw.Draw(label).text((2, (cell - 10) // 2), str(name), fill=(0, 0, 0), font=font)
+            canvas.paste(label.rotate(90, expand=True), (x0 + k * cell, title_h))
+    return canvas
