@@ -7,10 +7,12 @@ from segaccel.data.datasets import (
     SegDataset,
     build_dataset,
     build_hf_dataset,
+    dataset_from_config,
     dataset_id2label,
     map_labels,
 )
 from segaccel.data.formatting import PackSegInputs
+from segaccel.data.streaming import SegStreamDataset
 from segaccel.data.synthetic import (
     SYNTHETIC_CLASSES,
     SYNTHETIC_PALETTE,
@@ -72,8 +74,10 @@ __all__ = [
     "ResizeShortestEdge",
     "SampleError",
     "SegDataset",
+    "SegStreamDataset",
     "build_dataset",
     "build_hf_dataset",
+    "dataset_from_config",
     "dataset_id2label",
     "init_results",
     "load_synthetic_dataset",

@@ -362,6 +362,39 @@ def build_dataset(
     return SegDataset(hf_dataset, **options)
 
 
+LOADER_KEYS = {"train": "train_dataloader", "val": "val_dataloader", "test": "test_dataloader"}
+
+
+def dataset_from_config(
+    cfg: dict[str, Any], which: str = "train", training: bool | None = None, seed: int | None = None
+) -> SegDataset | SegStreamDataset:
+    """The dataset of a whole config's `train`/`val`/`test` dataloader, as the runner builds it (one process).
+
+    `num_classes` comes from `model.decode_head.num_classes`, else from the dataset's class names.
+    `training` (default: `which == "train"`) makes a streamed split repeat and shuffle.
+    """
+    key = LOADER_KEYS.get(which, which)
+    dataset_cfg = (cfg.get(key) or {}).get("dataset") if isinstance(cfg.get(key), dict) else None
+    if not isinstance(dataset_cfg, dict):
+        raise ConfigError(f"{key}.dataset: missing in the config")
+    dataset_cfg = dict(dataset_cfg)
+    split = dataset_cfg.pop("split", "train" if key.startswith("train") else "validation")
+    num_classes = ((cfg.get("model") or {}).get("decode_head") or {}).get("num_classes")
+    if num_classes is None:
+        id2label = dataset_id2label(dataset_cfg)
+        num_classes = len(id2label) if id2label else None
+    dataset = build_dataset(
+        dataset_cfg,
+        split,
+        seed=int(cfg.get("seed", 0) if seed is None else seed),
+        num_classes=num_classes,
+        training=key.startswith("train") if training is None else training,
+    )
+    if dataset.num_classes is None and dataset.id2label:  # names from the data (ClassLabel feature)
+        dataset.num_classes = len(dataset.id2label)
+    return dataset
+
+
 # --- label mapping ------------------------------------------------------------------------------------
 
 
@@ -413,7 +446,7 @@ RGB_CONVERTIBLE_MODES = (
     "HSV",
 )
 # Mask modes read as class ids as stored (palette indices are labels).
-LABEL_MODES = ("L", "P", "1", "I", "I;16", "I;16L", "I;16B", "I;16N")
+LABEL_MODES = ("L", "P", "1", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
 
 class SampleReader:
@@ -545,8 +578,9 @@ class SampleReader:
             if value.mode not in LABEL_MODES:
                 raise SampleError(
                     f"{self._where(index)}: mask in column {self.label_column!r} has "
-                    f"{len(value.getbands())} channel(s) (mode {value.mode}); a mask must be a single-channel "
-                    f"label image of class ids (modes {', '.join(LABEL_MODES)}), never colours or floats"
+                    f"{len(value.getbands())} channel(s) (mode {value.mode}); a mask must be a "
+                    f"single-channel label image of class ids (modes {', '.join(LABEL_MODES)}), never "
+                    "colours"
                 )
         arr = np.asarray(value)
         if arr.ndim == 3 and arr.shape[2] == 1:
@@ -558,10 +592,13 @@ class SampleReader:
             )
         if arr.dtype == bool:
             arr = arr.astype(np.uint8)
+        if np.issubdtype(arr.dtype, np.floating) and np.isfinite(arr).all() and (arr == np.rint(arr)).all():
+            arr = arr.astype(np.int64)  # whole numbers stored as floats: their meaning is clear
         if not np.issubdtype(arr.dtype, np.integer):
+            what = " with fractional values" if np.issubdtype(arr.dtype, np.floating) else ""
             raise SampleError(
                 f"{self._where(index)}: mask in column {self.label_column!r} must hold integer class ids, "
-                f"got dtype {arr.dtype}"
+                f"got dtype {arr.dtype}{what}"
             )
         return arr
 

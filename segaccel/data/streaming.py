@@ -176,6 +176,21 @@ class SegStreamDataset(SampleReader, torch.utils.data.IterableDataset):
             return None
         return self.hf_dataset.shard(num_shards=shards, index=worker, contiguous=False)
 
+    def iter_results(self) -> Iterator[tuple[int, dict[str, Any] | None, Exception | None]]:
+        """One pass over this process's stream without the pipeline: `(position, results, error)`.
+
+        A row that cannot be used gives its `SampleError` instead of stopping the pass (for
+        `scan_dataset`).
+        """
+        stream = copy.deepcopy(self.hf_dataset)
+        for position, batch in enumerate(stream.iter(batch_size=1)):
+            row = {key: values[0] for key, values in batch.items()}
+            where = f"{position} (stream position on process {self.rank})"
+            try:
+                yield position, self.row_results(row, where, f"{self.split}/{self.rank}.0.0.{position}"), None
+            except SampleError as exc:
+                yield position, None, exc
+
     def _sample(self, row: dict[str, Any], epoch: int, worker: int, position: int) -> dict[str, Any]:
         where = f"{position} (stream position on process {self.rank}, worker {worker}, epoch {epoch})"
         img_id = f"{self.split}/{self.rank}.{worker}.{epoch}.{position}"

@@ -776,34 +776,66 @@ def rgb_to_hsv(img: np.ndarray) -> np.ndarray:
     """(H, W, 3) RGB uint8 → float32 HSV: hue in degrees [0, 360), saturation [0, 1], value [0, 255]."""
     rgb = img.astype(np.float32)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    maxc = rgb.max(axis=-1)
-    delta = maxc - rgb.min(axis=-1)
-    safe = np.where(delta > 0, delta, 1.0)
-    hue = np.where(
-        maxc == r, ((g - b) / safe) % 6.0, np.where(maxc == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0)
-    )
-    hue = np.where(delta > 0, hue * 60.0, 0.0)
-    sat = np.where(maxc > 0, delta / np.where(maxc > 0, maxc, 1.0), 0.0)
-    return np.stack([hue, sat, maxc], axis=-1).astype(np.float32)
+    maxc = np.maximum(np.maximum(r, g), b)
+    delta = maxc - np.minimum(np.minimum(r, g), b)
+    safe = np.where(delta > 0, delta, np.float32(1))
+    hue = np.where(maxc == r, (g - b) / safe, np.where(maxc == g, (b - r) / safe + 2, (r - g) / safe + 4))
+    hue *= 60
+    hue[hue < 0] += 360
+    hue[delta == 0] = 0
+    sat = delta / np.where(maxc > 0, maxc, np.float32(1))
+    return np.stack([hue, sat, maxc], axis=-1)
 
 
 def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """Inverse of `rgb_to_hsv`, rounded to (H, W, 3) uint8 RGB."""
-    hue, sat, val = hsv[..., 0] % 360.0, hsv[..., 1], hsv[..., 2]
-    chroma = val * sat
-    hp = hue / 60.0
-    x = chroma * (1 - np.abs(hp % 2 - 1))
-    zero = np.zeros_like(chroma)
-    sector = np.floor(hp).astype(np.int64) % 6
-    r = np.choose(sector, [chroma, x, zero, zero, x, chroma])
-    g = np.choose(sector, [x, chroma, chroma, x, zero, zero])
-    b = np.choose(sector, [zero, zero, x, chroma, chroma, x])
-    rgb = np.stack([r, g, b], axis=-1) + (val - chroma)[..., None]
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    """Inverse of `rgb_to_hsv`, rounded to (H, W, 3) uint8 RGB.
+
+    Channel n of (r, g, b) is `v - v * s * clip(min(k, 4 - k), 0, 1)` with `k = (n' + h / 60) mod 6`
+    for n' = 5, 3, 1: the usual six-sector formula without branches.
+    """
+    sector = (hsv[..., 0] % 360) / 60
+    value = hsv[..., 2]
+    chroma = value * hsv[..., 1]
+    out = np.empty(hsv.shape, np.uint8)
+    k, mirrored = np.empty_like(sector), np.empty_like(sector)
+    for channel, offset in enumerate((5, 3, 1)):
+        np.add(sector, offset, out=k)
+        np.remainder(k, 6, out=k)
+        np.subtract(4, k, out=mirrored)
+        np.minimum(k, mirrored, out=k)
+        np.clip(k, 0, 1, out=k)
+        k *= chroma
+        np.subtract(value, k, out=k)
+        np.rint(k, out=k)
+        np.clip(k, 0, 255, out=k)
+        out[..., channel] = k
+    return out
+
+
+def scale_saturation(img: np.ndarray, alpha: float) -> np.ndarray:
+    """`img` with its HSV saturation multiplied by `alpha` (clipped to 1), hue and value kept, rounded.
+
+    Computed in RGB: for a fixed hue and value every channel is `v - (v - c) * s' / s`, so no HSV
+    round trip is needed; equal to `hsv_to_rgb` of the scaled `rgb_to_hsv` up to float rounding.
+    """
+    out = img.astype(np.float32)
+    r, g, b = out[..., 0], out[..., 1], out[..., 2]
+    maxc = np.maximum(np.maximum(r, g), b)
+    delta = maxc - np.minimum(np.minimum(r, g), b)
+    delta[delta == 0] = 1  # grey pixels: every channel equals v, any factor keeps them
+    factor = np.minimum(np.float32(alpha), maxc / delta)
+    out -= maxc[..., None]  # in place: v + (c - v) * factor
+    out *= factor[..., None]
+    out += maxc[..., None]
+    np.rint(out, out=out)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
 
 
 def _convert(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
-    return np.clip(img.astype(np.float32) * alpha + beta, 0, 255).astype(np.uint8)
+    """`img * alpha + beta`, clipped to [0, 255] and truncated to uint8 (as mmseg), through a lookup table."""
+    table = np.clip(np.arange(256, dtype=np.float32) * np.float32(alpha) + np.float32(beta), 0, 255)
+    return table.astype(np.uint8)[img]
 
 
 class PhotoMetricDistortion:
@@ -839,10 +871,7 @@ class PhotoMetricDistortion:
 
     def saturation(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if rng.integers(2):
-            hsv = rgb_to_hsv(img)
-            alpha = rng.uniform(self.saturation_lower, self.saturation_upper)
-            hsv[..., 1] = np.clip(hsv[..., 1] * alpha, 0.0, 1.0)
-            return hsv_to_rgb(hsv)
+            return scale_saturation(img, rng.uniform(self.saturation_lower, self.saturation_upper))
         return img
 
     def hue(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:

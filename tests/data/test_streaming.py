@@ -132,12 +132,13 @@ def test_a_resumed_stream_continues_where_it_stopped(tmp_path, workers):
         assert rest == straight[8:]  # one worker, no shuffle buffer: bit-exact
 
 
-def test_a_resumed_shuffled_stream_does_not_start_the_epoch_again(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_shuffled_stream_does_not_start_the_epoch_again(tmp_path, workers):
     files = write_stream(tmp_path, shards=2, per_shard=6)
     make = lambda: build_dataset(stream_cfg(files, shuffle_buffer_size=4), "train", training=True)  # noqa: E731
-    first, state = loader_values(make(), batches=3, workers=0)
-    rest, _ = loader_values(make(), batches=3, workers=0, resume=state["processes"][0]["workers"])
-    fresh, _ = loader_values(make(), batches=3, workers=0)
+    first, state = loader_values(make(), batches=3, workers=workers)
+    rest, _ = loader_values(make(), batches=3, workers=workers, resume=state["processes"][0]["workers"])
+    fresh, _ = loader_values(make(), batches=3, workers=workers)
     assert rest != fresh and len(set(first) & set(rest)) <= 2  # the buffer is refilled: not bit-exact
 
 
