@@ -49,7 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="key=value",
         help="dotted config overrides, e.g. train_cfg.max_iters=200",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
+    if isinstance(args.resume, str) and "=" in args.resume and not Path(args.resume).exists():
+        args.overrides.insert(0, args.resume)  # `--resume key=value`: a bare --resume, then an override
+        args.resume = True
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

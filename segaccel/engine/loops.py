@@ -110,8 +110,21 @@ class IterOutput:
 class IterBasedTrainLoop:
     """Train for `max_iters` optimizer steps, validating every `val_interval` from `val_begin`."""
 
-    def __init__(self, runner: Runner, max_iters: int, val_interval: int = 1000, val_begin: int = 1) -> None:
-        if max_iters <= 0:
+    def __init__(
+        self,
+        runner: Runner,
+        max_iters: int,
+        val_interval: int = 1000,
+        val_begin: int = 1,
+        max_epochs: None = None,
+    ) -> None:
+        if max_epochs is not None:
+            raise ValueError(
+                "train_cfg: IterBasedTrainLoop counts max_iters, not max_epochs (for epochs use "
+                "type: EpochBasedTrainLoop; a max_epochs merged from a base config is removed by "
+                "setting it to null)"
+            )
+        if max_iters is None or max_iters <= 0:
             raise ValueError(f"train_cfg.max_iters must be positive, got {max_iters}")
         self.runner = runner
         self.max_iters = int(max_iters)
@@ -374,7 +387,19 @@ class EpochBasedTrainLoop(IterBasedTrainLoop):
     `default_hooks.logger.interval` and `param_scheduler` `begin`/`end` count iterations.
     """
 
-    def __init__(self, runner: Runner, max_epochs: int, val_interval: int = 1, val_begin: int = 1) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        max_epochs: int,
+        val_interval: int = 1,
+        val_begin: int = 1,
+        max_iters: None = None,
+    ) -> None:
+        if max_iters is not None:
+            raise ValueError(
+                "train_cfg: EpochBasedTrainLoop counts max_epochs, not max_iters (a max_iters merged from a "
+                "base schedule is removed by setting it to null: train_cfg.max_iters=null)"
+            )
         if max_epochs <= 0:
             raise ValueError(f"train_cfg.max_epochs must be positive, got {max_epochs}")
         dataset = getattr(runner, "train_dataset", None)

@@ -82,13 +82,22 @@ class Runner:
         self.config_path = config_path
         self.resume = resume if resume is not None else self.cfg.get("resume") or None
         report_to = self.cfg.get("report_to") or None
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
         self.accelerator = Accelerator(
             mixed_precision=mixed_precision or self.cfg.get("mixed_precision") or None,
             log_with=report_to,
             project_config=ProjectConfiguration(
                 project_dir=str(self.work_dir), logging_dir=str(self.work_dir / "logs")
             ),
+            # Several processes on a machine without a GPU (`accelerate launch --multi_gpu` or torchrun):
+            # Accelerate sets up gloo only when told it runs on the CPU, else each process runs alone.
+            cpu=launched > 1 and not _has_gpu(),
         )
+        if launched > 1 and self.accelerator.num_processes != launched:
+            raise RuntimeError(
+                f"{launched} processes were launched (WORLD_SIZE) but Accelerate set up "
+                f"{self.accelerator.num_processes}: each would train on its own"
+            )
         setup_logging(self.work_dir / "logs" / "train.log", self.accelerator.is_main_process)
         self.precision = effective_precision(self.accelerator)
         if self.precision != self.accelerator.mixed_precision:
@@ -728,7 +737,7 @@ class Runner:
             "batch": f"{batch} per process x {acc.num_processes} processes x {self.accumulative_counts} "
             f"accumulation = {total} per iteration",
             "iterations": iterations,
-            "train / val samples": f"{len(train_dataset)} / {len(val_dataset) if val_dataset else 0}",
+            "train / val samples": f"{_num_samples(train_dataset)} / {_num_samples(val_dataset)}",
             "parameters": f"{n_params / 1e6:.2f} M ({n_train / 1e6:.2f} M trainable)",
             "seed": self.seed,
         }
@@ -826,6 +835,11 @@ def config_digest(cfg: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(to_plain(keep), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _has_gpu() -> bool:
+    xpu = getattr(torch, "xpu", None)
+    return torch.cuda.is_available() or bool(xpu is not None and xpu.is_available())
+
+
 def effective_precision(accelerator: Accelerator) -> str:
     """The precision training really runs in: Accelerate keeps `fp16` on a CPU but never applies it."""
     requested = accelerator.mixed_precision
@@ -868,6 +882,15 @@ def config_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]
         elif a[key] != b[key]:
             changes.append(f"{key}: {a[key]!r} -> {b[key]!r}")
     return changes
+
+
+def _num_samples(dataset: Any) -> str:
+    if dataset is None:
+        return "0"
+    try:
+        return str(len(dataset))
+    except TypeError:  # a streamed dataset
+        return "streamed"
 
 
 def _flat_config(cfg: dict[str, Any], prefix: str = "", keep_lists: bool = False) -> dict[str, Any]:

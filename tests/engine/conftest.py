@@ -13,34 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-TRAIN_SCRIPT = ROOT / "scripts" / "train.py"
-
-TINY_DATA = "{num_train: 24, num_val: 7, image_size: [32, 48], seed: 1}"
-TINY_CONFIG = f"""
-_base_: [{ROOT / "configs" / "quickstart.yaml"}]
-model:
-  backbone: {{embed_dims: 8, num_layers: [1, 1, 1, 1], num_heads: [1, 2, 5, 8], drop_path_rate: 0.1}}
-  decode_head: {{in_channels: [8, 16, 40, 64], channels: 16, dropout_ratio: 0.1}}
-train_dataloader:
-  batch_size: 2
-  dataset: {{synthetic: {TINY_DATA}}}
-val_dataloader:
-  batch_size: 2           # 7 validation images: not divisible by 2 processes x 2
-  dataset: {{synthetic: {TINY_DATA}}}
-test_dataloader:
-  batch_size: 2
-  dataset: {{synthetic: {TINY_DATA}}}
-train_cfg: {{type: IterBasedTrainLoop, max_iters: 6, val_interval: 3}}
-param_scheduler:
-  - {{type: LinearLR, start_factor: 0.1, begin: 0, end: 2}}
-  - {{type: PolyLR, power: 1.0, begin: 2, end: 6}}
-default_hooks:
-  logger: {{interval: 1}}
-  checkpoint: {{interval: 3, max_keep_ckpts: 3, save_best: null}}
-  visualization: {{num_samples: 1}}
-"""
+from engine_helpers import ROOT, TINY_CONFIG, TRAIN_SCRIPT
 
 
 @pytest.fixture

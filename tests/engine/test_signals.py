@@ -1,0 +1,72 @@
+"""SIGTERM (a scheduler's preemption, `kill`): the run saves a checkpoint, says how to resume, exits.
+
+The signal is sent once the run's output shows it is training (no timers): iteration 2 logged.
+"""
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT, TRAIN_SCRIPT
+from engine_helpers import read_scalars
+
+from segaccel.config import load_config
+from segaccel.engine.runner import Runner
+
+
+def read_until(proc: subprocess.Popen, marker: bytes, deadline: float) -> bytes:
+    """Everything the process writes to stderr until `marker` appears (fails if it exits first)."""
+    out = b""
+    fd = proc.stderr.fileno()
+    while marker not in out:
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        assert ready, f"no {marker!r} before the deadline:\n{out.decode(errors='replace')[-3000:]}"
+        chunk = os.read(fd, 65536)
+        assert chunk, f"the run ended before {marker!r}:\n{out.decode(errors='replace')[-3000:]}"
+        out += chunk
+    return out
+
+
+@pytest.mark.e2e
+def test_sigterm_saves_a_checkpoint_and_exits_with_how_to_resume(tiny_config, tmp_path, fresh_accelerate):
+    work_dir = tmp_path / "run"
+    overrides = [
+        "train_cfg.max_iters=100000",
+        "train_cfg.val_interval=0",
+        "default_hooks.checkpoint.interval=-1",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN_SCRIPT), str(tiny_config), "--work-dir", str(work_dir), *overrides],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        out = read_until(proc, b"Iter(train) [     2/100000]", time.monotonic() + 180)
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    text = (out + rest).decode(errors="replace")
+    assert proc.returncode == 128 + signal.SIGTERM, text[-3000:]
+    assert "received SIGTERM: stopping after this iteration, with a checkpoint" in text
+    stopped_at = read_scalars(work_dir)[-1]["iter"]  # the iteration it finished before stopping
+    ckpt = work_dir / "checkpoints" / f"iter_{stopped_at}"
+    assert f"training stopped by SIGTERM at iteration {stopped_at}/100000; checkpoint saved to {ckpt}" in text
+    assert f"python scripts/train.py {tiny_config} --work-dir {work_dir} --resume" in text
+    assert "Traceback" not in text
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == [ckpt.name]
+
+    # and the run resumes from it
+    runner = Runner(
+        load_config(tiny_config, [*overrides, f"train_cfg.max_iters={stopped_at + 1}"]),
+        work_dir=work_dir,
+        resume=True,
+    )
+    runner.train()
+    assert [r["iter"] for r in read_scalars(work_dir)][-1] == stopped_at + 1
