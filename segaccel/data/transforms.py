@@ -386,8 +386,7 @@ class RandomCrop:
         seg = results.get("gt_seg_map")
         if self.cat_max_ratio < 1.0 and seg is not None:
             for _ in range(10):
-                labels, counts = np.unique(_crop(seg, bbox), return_counts=True)
-                counts = counts[labels != self.ignore_index]
+                counts = _label_counts(_crop(seg, bbox), self.ignore_index)
                 if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
                     break
                 bbox = self._random_bbox(img_hw, rng)
@@ -404,6 +403,17 @@ class RandomCrop:
 
     def __repr__(self) -> str:
         return f"RandomCrop(crop_size={self.crop_size}, cat_max_ratio={self.cat_max_ratio})"
+
+
+def _label_counts(seg: np.ndarray, ignore_index: int) -> np.ndarray:
+    """Pixel count of each label present in `seg`, `ignore_index` left out (bincount: no sorting)."""
+    if seg.dtype == np.uint8 or (np.issubdtype(seg.dtype, np.integer) and seg.size and seg.min() >= 0):
+        counts = np.bincount(seg.ravel(), minlength=ignore_index + 1 if 0 <= ignore_index < 65536 else 0)
+        if 0 <= ignore_index < len(counts):
+            counts[ignore_index] = 0
+        return counts[counts > 0]
+    labels, counts = np.unique(seg, return_counts=True)
+    return counts[labels != ignore_index]
 
 
 def _crop(arr: np.ndarray, bbox: tuple[int, int, int, int]) -> np.ndarray:
@@ -948,7 +958,16 @@ class LoadAnnotations:
     it, the mask waits under `pending_gt_seg_map` and becomes `gt_seg_map` here, so transforms
     placed before it touch the image only: `[Resize, LoadAnnotations, PackSegInputs]` keeps
     validation labels at their original size, where metrics are computed.
+    `reduce_zero_label` is a dataset option here (it is applied when the row is read); giving it
+    to LoadAnnotations, as MMSegmentation configs do, is an error that says so.
     """
+
+    def __init__(self, reduce_zero_label: bool | None = None) -> None:
+        if reduce_zero_label is not None:
+            raise ValueError(
+                "LoadAnnotations(reduce_zero_label=...): in segaccel reduce_zero_label is an option of the "
+                "dataset (dataset.reduce_zero_label: true), applied when a row is read; remove it here"
+            )
 
     def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
         if PENDING_GT_KEY in results:

@@ -312,3 +312,22 @@ def test_runner_trains_on_a_stream_and_resumes_it(tmp_path, monkeypatch, fresh_a
     assert len(straight) == len(resumed) == 4  # 2 iterations, then 2 more after resuming
     assert resumed == straight  # the stream continued where it stopped (no buffer, no workers: exact)
     assert sum(straight, []) == [f"{k}.png" for k in range(8)]  # not shuffled: shard by shard, in order
+
+
+@pytest.mark.parametrize("shards", [3, 4])
+def test_processes_times_workers_read_each_example_once_per_epoch(tmp_path, shards):
+    files = write_stream(tmp_path, shards=shards, per_shard=3)
+    seen = []
+    for rank in range(2):  # what process `rank` of 2 reads with two DataLoader workers
+        ds = build_dataset(
+            stream_cfg(files, shuffle_buffer_size=4), "train", rank=rank, world_size=2, training=True
+        )
+        loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2, collate_fn=stream_collate)
+        epoch0 = []
+        for i, batch in enumerate(loader):
+            if batch["stream_state"]["epoch"] == 0:
+                epoch0.append(int(Path(batch["data_samples"][0].img_path).stem))
+            if i == 4 * shards * 3:
+                break
+        seen.append(epoch0)
+    assert not set(seen[0]) & set(seen[1]) and sorted(seen[0] + seen[1]) == list(range(shards * 3))

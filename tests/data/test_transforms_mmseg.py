@@ -295,3 +295,8 @@ def test_same_augmentation_in_workers_and_in_another_process(tmp_path):
 def test_resize_keeps_ignore_labels_when_downscaling():
     r = Resize(scale=(15, 10), keep_ratio=False)(sample())
     assert 255 in np.unique(r["gt_seg_map"]) and set(np.unique(r["gt_seg_map"]).tolist()) <= {0, 3, 7, 255}
+
+
+def test_load_annotations_points_reduce_zero_label_to_the_dataset():
+    with pytest.raises(ValueError, match=r"reduce_zero_label is an option of the dataset"):
+        Compose([{"type": "LoadAnnotations", "reduce_zero_label": True}])
