@@ -489,7 +489,7 @@ class ValLoop:
         model.eval()
         sync_buffers(model, acc)
         self.evaluator.reset()
-        keep = r.vis_num_samples if acc.is_main_process else 0
+        keep = r.vis_num_samples if acc.is_main_process and self._visualize(iteration) else 0
         kept: list[Any] = []
         for batch in tqdm(
             self.dataloader, desc=self.mode, disable=not acc.is_main_process, leave=False, dynamic_ncols=True
@@ -513,6 +513,18 @@ class ValLoop:
                 r.log_overlays_to_trackers(iteration)
         metrics = {k: (float(v) if not math.isnan(v) else v) for k, v in metrics.items()}
         return metrics
+
+    def _visualize(self, iteration: int | None) -> bool:
+        """Overlays after iterations that are multiples of `visualization.interval` and after the last.
+
+        `interval: 0` turns them off; evaluation outside training (`iteration` None) writes none.
+        """
+        r = self.runner
+        interval = getattr(r, "vis_interval", 1)
+        if iteration is None or interval <= 0:
+            return False
+        last = r.train_loop is not None and iteration == r.train_loop.max_iters
+        return last or iteration % interval == 0
 
     def after_batch(self, batch: dict[str, Any], outputs: list[Any]) -> None:
         """Called with every predicted batch after the evaluator saw it (TestLoop writes outputs)."""

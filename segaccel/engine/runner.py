@@ -115,6 +115,7 @@ class Runner:
         self.max_keep_ckpts = int(get_path(hooks, "checkpoint.max_keep_ckpts", -1) or -1)
         self.save_best = get_path(hooks, "checkpoint.save_best", None)
         self.vis_num_samples = int(get_path(hooks, "visualization.num_samples", 4) or 0)
+        self.vis_interval = int(get_path(hooks, "visualization.interval", 1) or 0)
         optim_cfg = self.cfg.get("optim_wrapper") or {}
         self.accumulative_counts = int(optim_cfg.get("accumulative_counts", 1))
         if self.accumulative_counts < 1:
@@ -359,12 +360,15 @@ class Runner:
             acc.init_trackers(Path(self.work_dir).name, config=_flat_config(cfg))
         self._log_banner(train_dataset, val_dataset, start_iter)
 
-        # Starting a DataLoader iterator draws its workers' base seed from the global torch RNG: keep
-        # that draw out of the training RNG stream, so a resumed run's stream is the uninterrupted one.
-        with torch.random.fork_rng(devices=[]):
-            data_iter = iter(self._train_dataloader(train_dataset, start_iter))
         try:
+            # The signal handlers are installed before DataLoader workers fork, so workers inherit them
+            # and ignore a Ctrl-C sent to the whole process group (they keep serving data).
             with self._stop_on_signals():
+                # Starting a DataLoader iterator draws its workers' base seed from the global torch RNG:
+                # keep that draw out of the training RNG stream, so a resumed run's stream is the
+                # uninterrupted one.
+                with torch.random.fork_rng(devices=[]):
+                    data_iter = iter(self._train_dataloader(train_dataset, start_iter))
                 metrics = self.train_loop.run(data_iter)
             self.export_model(self.work_dir / "model", metrics)
             self.publish_model(metrics)
@@ -513,8 +517,11 @@ class Runner:
             yield
             return
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        owner = os.getpid()
 
         def handler(signum: int, frame: Any) -> None:
+            if os.getpid() != owner:  # a forked DataLoader worker: the training process decides
+                return
             if signum == signal.SIGINT and self._stop_signal == signal.SIGINT:
                 signal.signal(signal.SIGINT, previous[signal.SIGINT])
                 raise KeyboardInterrupt

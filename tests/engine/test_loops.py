@@ -105,12 +105,14 @@ def test_epoch_based_training_run(tiny_config, tmp_path, monkeypatch, fresh_acce
             f"val_dataloader.dataset.synthetic={data}",
             "default_hooks.checkpoint.interval=1",  # epochs, with this loop
             "default_hooks.logger.interval=5",
+            "default_hooks.visualization.interval=4",  # overlays at multiples of 4 and at the end
             "param_scheduler=[]",
         ],
     )
     runner.train()
     assert runner.train_loop.iters_per_epoch == 5 and runner.train_loop.max_iters == 10
     assert [r["iter"] for r in read_scalars(tmp_path / "run", "val")] == [5, 10]
+    assert [p.name for p in (tmp_path / "run" / "vis").iterdir()] == ["iter_10"]
     assert [r["iter"] for r in read_scalars(tmp_path / "run")] == [5, 10]
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["iter_10", "iter_5"]
     train_seen = [s for s in seen if isinstance(s, tuple)]  # validation reads plain indices

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from engine_helpers import ROOT, TRAIN_SCRIPT, read_scalars
 
 from segaccel import Segmentor
@@ -46,6 +47,9 @@ def test_two_cpu_processes_validate_as_one(tiny_config, tmp_path, fresh_accelera
     for name in ("iter_1", "iter_2"):  # every process's RNG state in every checkpoint
         files = {p.name for p in (work_dir / "checkpoints" / name).iterdir()}
         assert {"random_states_0.pkl", "random_states_1.pkl", "segaccel_state.json"} <= files
+    # the LR schedule stepped once per optimizer step, not once per process
+    schedule = torch.load(work_dir / "checkpoints" / "iter_2" / "custom_checkpoint_0.pkl", weights_only=False)
+    assert schedule == {"last_iter": 2}
     val = read_scalars(work_dir, "val")
     assert [r["iter"] for r in val] == [1, 2]
 

@@ -1,6 +1,9 @@
-"""SIGTERM (a scheduler's preemption, `kill`): the run saves a checkpoint, says how to resume, exits.
+"""SIGTERM and Ctrl-C: the run finishes its iteration, saves a checkpoint, says how to resume, exits.
 
-The signal is sent once the run's output shows it is training (no timers): iteration 2 logged.
+SIGTERM goes to the training process (`kill PID`, a container stop, torchrun passing on a
+preemption); Ctrl-C's SIGINT goes to the whole process group, DataLoader workers included, which
+must keep serving batches until the checkpoint is written. The signal is sent once the run's output
+shows it is training (no timers): iteration 2 logged.
 """
 
 import os
@@ -32,12 +35,18 @@ def read_until(proc: subprocess.Popen, marker: bytes, deadline: float) -> bytes:
 
 
 @pytest.mark.e2e
-def test_sigterm_saves_a_checkpoint_and_exits_with_how_to_resume(tiny_config, tmp_path, fresh_accelerate):
+@pytest.mark.parametrize("signum, to_group", [(signal.SIGTERM, False), (signal.SIGINT, True)])
+def test_signal_saves_a_checkpoint_and_exits_with_how_to_resume(
+    signum, to_group, tiny_config, tmp_path, fresh_accelerate
+):
+    name = signal.Signals(signum).name
     work_dir = tmp_path / "run"
     overrides = [
         "train_cfg.max_iters=100000",
         "train_cfg.val_interval=0",
         "default_hooks.checkpoint.interval=-1",
+        "train_dataloader.num_workers=2",
+        "optim_wrapper.accumulative_counts=2",
     ]
     proc = subprocess.Popen(
         [sys.executable, str(TRAIN_SCRIPT), str(tiny_config), "--work-dir", str(work_dir), *overrides],
@@ -45,19 +54,20 @@ def test_sigterm_saves_a_checkpoint_and_exits_with_how_to_resume(tiny_config, tm
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, with its DataLoader workers (a terminal's job)
     )
     try:
         out = read_until(proc, b"Iter(train) [     2/100000]", time.monotonic() + 180)
-        proc.send_signal(signal.SIGTERM)
+        (os.killpg if to_group else os.kill)(proc.pid, signum)
         _, rest = proc.communicate(timeout=120)
     finally:
         proc.kill()
     text = (out + rest).decode(errors="replace")
-    assert proc.returncode == 128 + signal.SIGTERM, text[-3000:]
-    assert "received SIGTERM: stopping after this iteration, with a checkpoint" in text
+    assert proc.returncode == 128 + signum, text[-3000:]
+    assert f"received {name}: stopping after this iteration, with a checkpoint" in text
     stopped_at = read_scalars(work_dir)[-1]["iter"]  # the iteration it finished before stopping
     ckpt = work_dir / "checkpoints" / f"iter_{stopped_at}"
-    assert f"training stopped by SIGTERM at iteration {stopped_at}/100000; checkpoint saved to {ckpt}" in text
+    assert f"training stopped by {name} at iteration {stopped_at}/100000; checkpoint saved to {ckpt}" in text
     assert f"python scripts/train.py {tiny_config} --work-dir {work_dir} --resume" in text
     assert "Traceback" not in text
     assert sorted(p.name for p in ckpt.parent.iterdir()) == [ckpt.name]
