@@ -353,6 +353,11 @@ class Runner:
 
         start_iter = self._load_checkpoint(resume_path) if resume_path is not None else 0
         self.train_loop.iter = start_iter
+        if start_iter >= self.train_loop.max_iters:
+            logger.warning(
+                f"the checkpoint is at iteration {start_iter} of {self.train_loop.max_iters}: nothing is "
+                "left to train (raise train_cfg.max_iters to train on); exporting the model"
+            )
         if acc.is_main_process:
             self.work_dir.mkdir(parents=True, exist_ok=True)
             dump_config(cfg, self.work_dir / "config.yaml")
