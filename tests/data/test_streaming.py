@@ -271,7 +271,28 @@ default_hooks:
 """
 
 
-def test_runner_trains_on_a_stream_and_resumes_it(tmp_path, monkeypatch, fresh_accelerate):
+@pytest.fixture
+def restore_segaccel_logger():
+    """The runner's `setup_logging` reconfigures the `segaccel` logger (no propagation): undo it after."""
+    import logging
+
+    log = logging.getLogger("segaccel")
+    saved = (log.level, log.propagate, list(log.handlers))
+    yield
+    for handler in list(log.handlers):
+        if handler not in saved[2]:
+            log.removeHandler(handler)
+            handler.close()
+    log.setLevel(saved[0])
+    log.propagate = saved[1]
+    for handler in saved[2]:
+        if handler not in log.handlers:
+            log.addHandler(handler)
+
+
+def test_runner_trains_on_a_stream_and_resumes_it(
+    tmp_path, monkeypatch, fresh_accelerate, restore_segaccel_logger
+):
     from segaccel.config import load_config
     from segaccel.engine.runner import Runner
 
