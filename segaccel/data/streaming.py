@@ -157,9 +157,10 @@ class SegStreamDataset(SampleReader, torch.utils.data.IterableDataset):
             if not self.infinite:
                 return
             if not produced and not resumed:
-                raise SampleError(
-                    f"{self._where()}: the stream of process {self.rank}, worker {worker} is empty"
-                )
+                if num_workers > 1:  # the other workers go on
+                    logger.warning(f"{self._where()}: worker {worker} of process {self.rank} got no examples")
+                    return
+                raise SampleError(f"{self._where()}: the stream of process {self.rank} is empty")
             epoch, position = epoch + 1, 0
 
     def _worker_stream(self, worker: int, num_workers: int) -> datasets.IterableDataset | None:
