@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import re
 import signal
@@ -137,6 +139,7 @@ class Runner:
         self.best: dict[str, Any] = {}
         self._stop_signal: int | None = None
         self._stop_requested = False
+        self._training: Any = None  # an Event set while training: DataLoader workers ignore signals
         self._last_saved: tuple[int, Path] | None = None
         self._resumed_from: Path | None = None
         self._id2label: dict[int, str] | None = None
@@ -366,14 +369,19 @@ class Runner:
         self._log_banner(train_dataset, val_dataset, start_iter)
 
         try:
-            # The signal handlers are installed before DataLoader workers fork, so workers inherit them
-            # and ignore a Ctrl-C sent to the whole process group (they keep serving data).
             with self._stop_on_signals():
+                loader = self._train_dataloader(train_dataset, start_iter)
+                # A SIGTERM/Ctrl-C sent to the whole process group (torchrun passes one on that way)
+                # also reaches DataLoader workers: while training, they ignore it and keep serving
+                # batches until the checkpoint is written.
+                for dl in (getattr(loader, "loader", loader), getattr(self.val_loop, "dataloader", None)):
+                    if isinstance(dl, DataLoader) and self._training is not None:
+                        shield_workers(dl, self._training)
                 # Starting a DataLoader iterator draws its workers' base seed from the global torch RNG:
                 # keep that draw out of the training RNG stream, so a resumed run's stream is the
                 # uninterrupted one.
                 with torch.random.fork_rng(devices=[]):
-                    data_iter = iter(self._train_dataloader(train_dataset, start_iter))
+                    data_iter = iter(loader)
                 metrics = self.train_loop.run(data_iter)
             self.export_model(self.work_dir / "model", metrics)
             self.publish_model(metrics)
@@ -523,6 +531,13 @@ class Runner:
             return
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         owner = os.getpid()
+        if self._training is None:
+            try:
+                self._training = multiprocessing.Event()
+            except (ImportError, OSError):  # no semaphores on this platform: workers are not shielded
+                self._training = None
+        if self._training is not None:
+            self._training.set()
 
         def handler(signum: int, frame: Any) -> None:
             if os.getpid() != owner:  # a forked DataLoader worker: the training process decides
@@ -543,6 +558,8 @@ class Runner:
         try:
             yield
         finally:
+            if self._training is not None:
+                self._training.clear()  # from here on, workers die on SIGTERM again (clean interpreter exit)
             for s, h in previous.items():
                 signal.signal(s, h)
 
@@ -845,6 +862,33 @@ def config_digest(cfg: dict[str, Any]) -> str:
         for k in ("model", "train_dataloader", "optim_wrapper", "param_scheduler", "train_cfg", "seed")
     }
     return hashlib.sha256(json.dumps(to_plain(keep), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def shield_workers(loader: DataLoader, training: Any) -> None:
+    """Have `loader`'s worker processes ignore SIGINT/SIGTERM while `training` (an Event) is set.
+
+    PyTorch ends a worker on SIGTERM; a stop signal sent to a whole process group would take the
+    batches the interrupted iteration still needs. Outside training the signals act as usual, so
+    an exiting interpreter can still terminate its workers.
+    """
+    if loader.num_workers == 0 or getattr(loader.worker_init_fn, "_segaccel_shield", False):
+        return
+    init = functools.partial(_shielded_worker_init, training=training, inner=loader.worker_init_fn)
+    init._segaccel_shield = True  # type: ignore[attr-defined]
+    loader.worker_init_fn = init
+
+
+def _shielded_worker_init(worker_id: int, training: Any, inner: Any = None) -> None:
+    def handler(signum: int, frame: Any) -> None:
+        if training.is_set():
+            return
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, handler)
+    if inner is not None:
+        inner(worker_id)
 
 
 def _has_gpu() -> bool:
