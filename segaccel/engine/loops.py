@@ -231,7 +231,7 @@ class IterBasedTrainLoop:
                     raise r.on_stop(self.iter)
         finally:
             bar.close()
-        if any(self.skipped.values()):
+        if any(self.skipped.values()) and acc.is_main_process:
             logger.warning(
                 "skipped optimizer steps during training: "
                 + ", ".join(f"{k}={v}" for k, v in self.skipped.items() if v)
@@ -294,7 +294,9 @@ class IterBasedTrainLoop:
                 )
             bad_terms.update(bad)
         if bad_terms:
-            logger.warning(self._describe(bad_terms, "loss or gradient") + ": step skipped (skip_nonfinite)")
+            if acc.is_main_process:
+                what = self._describe(bad_terms, "loss or gradient")
+                logger.warning(f"{what}: step skipped (skip_nonfinite)")
             out.skipped_nonfinite = True
         else:
             r.optimizer.step()

@@ -499,7 +499,8 @@ class Runner:
             f"saved to {path}. Resume with the same command plus --resume, e.g.\n  "
             f"{self.resume_command()}"
         )
-        logger.warning(msg)
+        if self.accelerator.is_main_process:
+            logger.warning(msg)
         return TrainingInterrupted(msg, iteration, path, self._stop_signal)
 
     def on_nonfinite(self, err: NonFiniteLossError, completed: int) -> NonFiniteLossError:
@@ -516,7 +517,8 @@ class Runner:
             "Lower the learning rate or set optim_wrapper.clip_grad, then resume from it with "
             f"--resume {path}; or set optim_wrapper.skip_nonfinite=true to skip such steps."
         )
-        logger.error(msg)
+        if self.accelerator.is_main_process:
+            logger.error(msg)
         return NonFiniteLossError(msg, err.iteration, err.terms)
 
     def resume_command(self) -> str:
@@ -547,6 +549,8 @@ class Runner:
                 raise KeyboardInterrupt
             if self._stop_signal is None:
                 self._stop_signal = signum
+                if not self.accelerator.is_main_process:
+                    return
                 again = " (Ctrl-C again to abort at once)" if signum == signal.SIGINT else ""
                 logger.warning(
                     f"received {signal.Signals(signum).name}: stopping after this iteration, with a "
