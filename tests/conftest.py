@@ -20,3 +20,18 @@ def fresh_accelerate():
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     PartialState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def _restore_segaccel_logger():
+    """A `Runner` configures the `segaccel` logger (own handlers, no propagation); undo that after
+    each test so log-capturing tests (caplog) still see records."""
+    import logging
+
+    yield
+    log = logging.getLogger("segaccel")
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    log.propagate = True
+    log.setLevel(logging.NOTSET)
