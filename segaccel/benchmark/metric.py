@@ -1,5 +1,8 @@
 """IoUMetric against a plain-numpy per-image histogram (the way `evaluate`'s mean_iou works).
 
+With `--padding-model MODEL` it measures instead how much padding inside mixed-size validation
+batches changes a model's predictions (see `padding_effect`).
+
 Both methods start from the same label and prediction tensors held in memory (no data loading,
 no model) and end with the dataset-level per-class areas and the summary; each is timed as the
 median of `--repeats` runs, alternating the two, in the same process. The two results are checked
@@ -38,6 +41,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="cpu", help="device of IoUMetric's tensors (cpu, cuda, ...)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--padding-model",
+        help="a model folder or Hub id: measure how padding in mixed-size batches changes its predictions",
+    )
+    parser.add_argument(
+        "--padding-crops",
+        type=int,
+        nargs=3,
+        default=(96, 32, 200),
+        metavar=("SIDE", "MIN", "N"),
+        help="synthetic validation images of SIDE x SIDE cropped to random sizes in [MIN, SIDE], N of them",
+    )
 
 
 def make_data(
@@ -108,7 +123,88 @@ def _timed(fn, sync) -> float:
     return time.perf_counter() - start
 
 
+def padding_effect(
+    model: torch.nn.Module, side: int = 96, min_size: int = 32, num_images: int = 200, batch_size: int = 8
+) -> dict[str, Any]:
+    """Segment synthetic validation crops alone and in mixed-size batches; compare the predictions.
+
+    Images are `side x side` synthetic validation images (seed 1) cropped to random sizes in
+    `[min_size, side]`. Alone, an image is padded only to the preprocessor's `size_divisor`; in a
+    batch, to the batch's largest image. Returns the fraction of pixels whose class changes (over
+    all images, and over the images a batch padded further than they are padded alone), the mean
+    and max change of the class probabilities, and the summary both ways.
+    """
+    from segaccel.data.synthetic import load_synthetic_dataset
+
+    rng = np.random.default_rng(0)
+    rows = load_synthetic_dataset(num_train=1, num_val=num_images, image_size=(side, side), seed=1)[
+        "validation"
+    ]
+    items = []
+    for row in rows:
+        image, label = np.asarray(row["image"].convert("RGB")), np.asarray(row["label"]).astype(np.int64)
+        h, w = rng.integers(min_size, side + 1, size=2)
+        y, x = rng.integers(0, side - h + 1), rng.integers(0, side - w + 1)
+        items.append((image[y : y + h, x : x + w], label[y : y + h, x : x + w]))
+
+    def predict(group: list[tuple[np.ndarray, np.ndarray]]) -> tuple[list[SegDataSample], tuple[int, int]]:
+        inputs = [torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))) for img, _ in group]
+        samples = [
+            SegDataSample({"ori_shape": img.shape[:2]}, gt_sem_seg=PixelData(torch.from_numpy(lab)))
+            for img, lab in group
+        ]
+        with torch.no_grad():
+            data = model.data_preprocessor({"inputs": inputs, "data_samples": samples})
+            return model.predict(data["inputs"], data["data_samples"]), tuple(data["inputs"].shape[-2:])
+
+    model.eval()
+    alone, batched = IoUMetric(model.num_classes), IoUMetric(model.num_classes)
+    changed = total = grown = changed_grown = total_grown = 0
+    sum_diff, max_diff = 0.0, 0.0
+    for start in range(0, len(items), batch_size):
+        group = items[start : start + batch_size]
+        outputs, batch_shape = predict(group)
+        batched.process(outputs)
+        for item, out in zip(group, outputs):
+            single, own_shape = predict([item])
+            alone.process(single)
+            diff = (single[0].seg_logits.data.softmax(0) - out.seg_logits.data.softmax(0)).abs()
+            sum_diff += diff.sum().item() / diff.shape[0]
+            max_diff = max(max_diff, diff.max().item())
+            flips = int((single[0].pred_sem_seg.data != out.pred_sem_seg.data).sum())
+            changed += flips
+            total += item[1].size
+            if own_shape != batch_shape:
+                grown += 1
+                changed_grown += flips
+                total_grown += item[1].size
+    return {
+        "images": len(items),
+        "padded_further_in_batch": grown,
+        "changed_pixels": changed / total,
+        "changed_pixels_of_those": changed_grown / max(total_grown, 1),
+        "mean_prob_diff": sum_diff / total,
+        "max_prob_diff": max_diff,
+        "alone": alone.compute(),
+        "batched": batched.compute(),
+    }
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.padding_model:
+        from segaccel.models import Segmentor
+
+        side, min_size, num_images = args.padding_crops
+        model = Segmentor.from_pretrained(args.padding_model)
+        result = padding_effect(model, side, min_size, num_images, args.batch_size)
+        print(
+            f"{result['images']} synthetic crops of [{min_size}, {side}] px, batches of {args.batch_size}: "
+            f"{result['padded_further_in_batch']} padded further in their batch than alone; pixels whose "
+            f"class changes: {result['changed_pixels']:.2%} of all, {result['changed_pixels_of_those']:.2%} "
+            f"of those images; probability change mean {result['mean_prob_diff']:.2e}, "
+            f"max {result['max_prob_diff']:.3f}\nalone:   {result['alone']}\nbatched: {result['batched']}"
+        )
+        return [result]
     size = tuple(args.size)
     dtype = DTYPES[args.dtype]
     device = torch.device(args.device)
