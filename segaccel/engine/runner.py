@@ -711,8 +711,8 @@ class Runner:
     def write_overlays(self, samples: list, iteration: int) -> None:
         """Image | ground truth | prediction PNGs of a few fixed validation samples."""
         dataset = getattr(self, "_val_dataset", None)
-        if dataset is None:
-            return
+        if dataset is None or not hasattr(dataset, "load_results"):
+            return  # a streamed validation split has no random access to its images
         out_dir = self.work_dir / "vis" / f"iter_{iteration}"
         out_dir.mkdir(parents=True, exist_ok=True)
         model = self.unwrapped_model
