@@ -2,7 +2,7 @@
 
 import argparse
 
-from evaluation_helpers import tiny_segformer
+from evaluation_helpers import pointwise_segmentor, tiny_segformer
 
 from segaccel.benchmark import metric as bench
 
@@ -18,7 +18,8 @@ def test_metric_benchmark_rows(capsys):
     assert "mIoU" in capsys.readouterr().out
 
 
-def test_padding_effect_is_zero_for_a_pointwise_model_and_measured_for_attention(pointwise_model):
+def test_padding_effect_is_zero_for_a_pointwise_model_and_measured_for_attention():
+    pointwise_model = pointwise_segmentor()
     pointwise = bench.padding_effect(pointwise_model, side=40, min_size=10, num_images=6, batch_size=3)
     assert pointwise["padded_further_in_batch"] > 0
     assert pointwise["changed_pixels"] == 0.0 and pointwise["alone"] == pointwise["batched"]

@@ -8,7 +8,7 @@ pixel exactly once and never a padded one.
 import datasets
 import numpy as np
 import pytest
-from evaluation_helpers import tiny_segformer
+from evaluation_helpers import pointwise_segmentor, tiny_segformer
 from PIL import Image
 
 from segaccel.engine.runner import Runner
@@ -67,9 +67,8 @@ def run_test(folder, model, batch_size, work_dir, monkeypatch):
     return metrics, counts, seen
 
 
-def test_mixed_size_batch_equals_one_by_one_for_a_pointwise_model(
-    mixed_size_dataset, pointwise_model, tmp_path, monkeypatch
-):
+def test_mixed_size_batch_equals_one_by_one_for_a_pointwise_model(mixed_size_dataset, tmp_path, monkeypatch):
+    pointwise_model = pointwise_segmentor()
     one, counts_one, _ = run_test(mixed_size_dataset, pointwise_model, 1, tmp_path / "b1", monkeypatch)
     batched, counts_batched, seen = run_test(
         mixed_size_dataset, pointwise_model, 3, tmp_path / "b3", monkeypatch

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from evaluation_helpers import tiny_segformer
+from evaluation_helpers import pointwise_segmentor, tiny_segformer
 
 from segaccel.models import SegTTAModel
 from segaccel.registry import MODELS, ConfigError
@@ -30,7 +30,8 @@ def probs_of(model, inputs, **meta):
     return out.seg_logits.data.softmax(dim=0)
 
 
-def test_one_scale_without_flip_is_the_model_itself(pointwise_model):
+def test_one_scale_without_flip_is_the_model_itself():
+    pointwise_model = pointwise_segmentor()
     data = batch_of(pointwise_model, images_of((24, 40), (16, 32)))
     tta = SegTTAModel(pointwise_model)
     expected = pointwise_model.predict(
@@ -44,7 +45,8 @@ def test_one_scale_without_flip_is_the_model_itself(pointwise_model):
         assert torch.equal(sample.pred_sem_seg.data, pred)
 
 
-def test_flip_and_scales_average_probabilities_at_the_original_size(pointwise_model):
+def test_flip_and_scales_average_probabilities_at_the_original_size():
+    pointwise_model = pointwise_segmentor()
     (image,) = images_of((24, 40))
     data = batch_of(pointwise_model, [image])
     x = data["inputs"]  # (1, 3, 24, 40): 24 and 40 are multiples of 8, no padding
@@ -67,7 +69,8 @@ def test_flip_and_scales_average_probabilities_at_the_original_size(pointwise_mo
     torch.testing.assert_close(out.seg_logits.data.sum(0), torch.ones(24, 40))  # still probabilities
 
 
-def test_mixed_size_batch_gives_each_image_its_own_result(pointwise_model):
+def test_mixed_size_batch_gives_each_image_its_own_result():
+    pointwise_model = pointwise_segmentor()
     """Scales apply to each image's unpadded part; with a pointwise model the batch changes nothing."""
     images = images_of((20, 28), (32, 17), (9, 30), seed=3)
     tta = SegTTAModel(pointwise_model, scales=(0.75, 1.25), flip=True)
