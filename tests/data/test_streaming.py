@@ -267,7 +267,6 @@ param_scheduler: [{{type: PolyLR, power: 1.0, begin: 0, end: 4}}]
 default_hooks:
   logger: {{interval: 1}}
   checkpoint: {{interval: 2, max_keep_ckpts: 3, save_best: null}}
-  visualization: {{num_samples: 0}}
 """
 
 
@@ -299,8 +298,6 @@ def test_runner_trains_on_a_stream_and_resumes_it(
     train = write_stream(tmp_path / "train", shards=2, per_shard=5)
     val = write_stream(tmp_path / "val", shards=1, per_shard=3, split="validation")
     (tmp_path / "run.yaml").write_text(RUN_CONFIG.format(root=ROOT, train=train, val=val))
-    # The banner prints len(dataset); a stream has no length (the banner is the engine's, not tested here).
-    monkeypatch.setattr(Runner, "_log_banner", lambda *args, **kwargs: None)
     seen: dict[str, list] = {}
     original = Runner._train_dataloader
 
