@@ -15,6 +15,8 @@ _PUBLIC = {
     "SegDataPreProcessor": "segaccel.models.data_preprocessor",
     "inference_model": "segaccel.inference",
     "IoUMetric": "segaccel.evaluation.iou_metric",
+    "MeanIoU": "segaccel.evaluation.mean_iou",
+    "SegTTAModel": "segaccel.models.tta",
     "load_config": "segaccel.config",
     "load_synthetic_dataset": "segaccel.data.synthetic",
 }
