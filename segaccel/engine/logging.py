@@ -94,7 +94,8 @@ class ScalarLogger:
             return
         total = total or self.max_iters
         width = len(str(total))
-        parts = [f"Iter({mode}) [{iteration:>{width}}/{total}]"]
+        # a stand-alone test has no training iteration to show
+        parts = [f"Iter({mode}) [{iteration:>{width}}/{total}]" if iteration else f"Iter({mode})"]
         if mode == "train":
             eta = self.eta(iteration)
             if eta == eta:  # not NaN

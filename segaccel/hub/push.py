@@ -11,9 +11,8 @@ from typing import Any
 
 from huggingface_hub import HfApi
 
+from segaccel.model_card import METRICS_FILE, TRAIN_CONFIG_FILE
 from segaccel.models.segmentor import Segmentor
-
-from .model_card import METRICS_FILE, TRAIN_CONFIG_FILE
 
 logger = logging.getLogger(__name__)
 

@@ -416,13 +416,13 @@ class Segmentor(
     ) -> str | None:
         """Write `config.json`, `model.safetensors` and a `README.md` model card into `save_directory`.
 
-        The card (`segaccel.hub.model_card.build_model_card`) takes `model_card_kwargs` (`metrics`,
+        The card (`segaccel.model_card.build_model_card`) takes `model_card_kwargs` (`metrics`,
         `train_config`, `train_command`, `repo_id`, ...); metrics and training config not given are
         read from `metrics.json` / `config.yaml` already in the folder (a runner export). A card
         segaccel wrote before is replaced; one written by hand is kept.
         """
         save_directory = Path(save_directory)
-        from segaccel.hub.model_card import is_generated_card
+        from segaccel.model_card import is_generated_card
 
         readme = save_directory / constants.REPOCARD_NAME
         if readme.is_file() and is_generated_card(readme.read_text(encoding="utf-8")):
@@ -452,9 +452,9 @@ class Segmentor(
         """The model card of this model (called by `save_pretrained` and `push_to_hub`).
 
         The card is built from data only (the saved config, metrics, training config) by
-        `segaccel.hub.model_card`, which imports nothing of `segaccel.models`.
+        `segaccel.model_card`, which imports nothing of `segaccel.models`.
         """
-        from segaccel.hub.model_card import build_model_card
+        from segaccel.model_card import build_model_card
 
         return build_model_card(self.config_for_saving(), **kwargs)
 

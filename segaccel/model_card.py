@@ -1,9 +1,9 @@
 """Model cards for segaccel models, written with huggingface_hub's `ModelCard` / `ModelCardData`.
 
 A card is built from data only — the model's saved config (`config.json`), its metrics
-(`metrics.json`) and the resolved training config (`config.yaml`) — so this module imports nothing
-of `segaccel.models` and `Segmentor.save_pretrained` can write the card (DESIGN §3 has `hub/` use
-the models; the card is the one piece the model itself needs, hence data only).
+(`metrics.json`) and the resolved training config (`config.yaml`). It is on the ground floor (it
+imports nothing of segaccel), so `Segmentor.save_pretrained` can write the card while `hub/` (push
+helpers) uses the models and is never used by them (DESIGN §3).
 
 Metadata: `library_name: segaccel`, `pipeline_tag: image-segmentation`, tags, `datasets`, and the
 evaluation results as `model-index` (`EvalResult`s: mIoU, mAcc, aAcc, ... on the dataset split),
