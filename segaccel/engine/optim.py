@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from segaccel.engine.layer_decay import layer_decay_multipliers
 from segaccel.registry import OPTIMIZERS
 
 _NORM_TYPES = (
@@ -37,6 +38,15 @@ def param_multipliers(
 ) -> dict[str, tuple[float, float]]:
     """`{param_name: (lr_mult, decay_mult)}` for every trainable parameter."""
     cfg = dict(paramwise_cfg or {})
+    if "decay_rate" in cfg:  # MMSegmentation's LearningRateDecayOptimizerConstructor (ConvNeXt)
+        unknown = sorted(set(cfg) - {"decay_rate", "decay_type", "num_layers"})
+        if unknown:
+            raise ValueError(f"optim_wrapper.paramwise_cfg: {unknown} cannot be combined with decay_rate")
+        if "num_layers" not in cfg:
+            raise ValueError("optim_wrapper.paramwise_cfg: decay_rate needs num_layers")
+        return layer_decay_multipliers(
+            model, cfg["decay_rate"], cfg["num_layers"], cfg.get("decay_type", "layer_wise")
+        )
     custom_keys: dict[str, dict[str, float]] = cfg.pop("custom_keys", {}) or {}
     norm_decay_mult = cfg.pop("norm_decay_mult", None)
     bias_decay_mult = cfg.pop("bias_decay_mult", None)

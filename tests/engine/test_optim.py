@@ -68,3 +68,56 @@ def test_sgd_momentum_nesterov_and_unknown_option():
     assert opt.param_groups[0]["nesterov"] is True
     with pytest.raises(ValueError, match="unknown options"):
         build_optimizer(Tiny(), {"optimizer": {"type": "SGD", "lr": 0.1}, "paramwise_cfg": {"bogus": 1}})
+
+
+def convnext_like():
+    """A module whose parameter names are timm ConvNeXt's under TimmBackbone (no timm needed)."""
+    model = nn.Module()
+    backbone = nn.Module()
+    timm_model = nn.Module()
+    timm_model.add_module("stem_0", nn.Conv2d(3, 4, 4))
+    timm_model.add_module("stem_1", nn.LayerNorm(4))
+    for i in range(4):
+        stage = nn.Module()
+        if i > 0:
+            stage.downsample = nn.Sequential(nn.LayerNorm(4), nn.Conv2d(4, 4, 2))
+        stage.blocks = nn.Sequential(*[nn.Linear(4, 4) for _ in range(6 if i == 2 else 2)])
+        timm_model.add_module(f"stages_{i}", stage)
+    backbone.timm_model = timm_model
+    model.backbone = backbone
+    model.decode_head = nn.Conv2d(4, 2, 1)
+    return model
+
+
+def test_stage_wise_decay_matches_mmsegmentation_convnext_rule():
+    # MMSegmentation, decay_type stage_wise, num_layers 6: ids 0 (stem and every downsample),
+    # stage i -> i + 1, everything else 7; lr scale 0.9 ** (8 - id - 1); no decay on 1-D and biases
+    mults = param_multipliers(
+        convnext_like(), {"decay_rate": 0.9, "decay_type": "stage_wise", "num_layers": 6}
+    )
+    assert mults["backbone.timm_model.stem_0.weight"] == pytest.approx((0.9**7, 1.0))
+    assert mults["backbone.timm_model.stem_0.bias"] == pytest.approx((0.9**7, 0.0))
+    assert mults["backbone.timm_model.stages_2.downsample.1.weight"] == pytest.approx((0.9**7, 1.0))
+    assert mults["backbone.timm_model.stages_0.blocks.1.weight"] == pytest.approx((0.9**6, 1.0))
+    assert mults["backbone.timm_model.stages_3.blocks.0.weight"] == pytest.approx((0.9**3, 1.0))
+    assert mults["backbone.timm_model.stem_1.weight"] == pytest.approx((0.9**7, 0.0))  # 1-D: no decay
+    assert mults["decode_head.weight"] == pytest.approx((1.0, 1.0))
+
+
+def test_layer_wise_decay_and_optimizer_groups():
+    model = convnext_like()
+    cfg = {"decay_rate": 0.9, "decay_type": "layer_wise", "num_layers": 6}
+    mults = param_multipliers(model, cfg)
+    # layer ids: stem 0, stage 0 -> 1, stage 1 -> 2, stage 2 block j -> 3 + j // 3, stage 3 -> 6, heads 7
+    assert mults["backbone.timm_model.stages_1.downsample.1.weight"][0] == pytest.approx(0.9**5)  # id 2
+    assert mults["backbone.timm_model.stages_2.blocks.4.weight"][0] == pytest.approx(0.9**3)  # id 4
+    assert mults["backbone.timm_model.stages_3.downsample.1.weight"][0] == pytest.approx(0.9**1)  # id 6
+    assert mults["decode_head.bias"] == pytest.approx((1.0, 0.0))
+    opt = build_optimizer(
+        model, {"optimizer": {"type": "AdamW", "lr": 1e-4, "weight_decay": 0.05}, "paramwise_cfg": cfg}
+    )
+    by_param = {id(p): g for g in opt.param_groups for p in g["params"]}
+    assert by_param[id(model.backbone.timm_model.stem_0.weight)]["lr"] == pytest.approx(1e-4 * 0.9**7)
+    assert by_param[id(model.decode_head.bias)]["weight_decay"] == 0.0
+    with pytest.raises(ValueError, match="cannot be combined"):
+        param_multipliers(model, {**cfg, "custom_keys": {"head": {"lr_mult": 10.0}}})
