@@ -13,14 +13,28 @@ so peaks do not mix: the model is built and the input allocated, the peak reside
 - `whole` (only on request, it may need far more memory): `whole_inference` on the whole input.
 
 Linux only (reads /proc).
+
+`--speed` (implied by `--vs transformers`) measures throughput instead, in this process: images/s of
+`whole` inference (`--batch` images of `--whole-size`, logits resized to the input as
+`Segmentor.inference` does) and of `slide` inference (`--batch` images of `--slide-size`, windows of
+`--slide-crop` every `--slide-stride`), median of `--steps` after `--warmup`, under
+`torch.inference_mode`, with the peak memory of each (CUDA `max_memory_allocated`, or the growth of
+the CPU's peak RSS). `--vs transformers` adds transformers' `SegformerForSemanticSegmentation` with the
+same architecture (random init; our head built with `projection="linear"`), its logits resized the
+same way and its slide windows run by the same loop.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import statistics
 import time
+from collections.abc import Callable
 from typing import Any
+
+import torch
+import torch.nn.functional as F
 
 DEFAULT_CONFIG = "configs/segformer/segformer_mit-b0_8xb1-160k_cityscapes-1024x1024.yaml"
 
@@ -41,6 +55,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--modes", nargs="+", default=["crop+output", "slide"], choices=["crop+output", "slide", "whole"]
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    speed = parser.add_argument_group("throughput (--speed)")
+    speed.add_argument("--speed", action="store_true", help="measure images/s of whole and slide inference")
+    speed.add_argument("--vs", choices=["transformers"], default=None, help="also measure this twin")
+    speed.add_argument("--batch", type=int, default=2)
+    speed.add_argument("--whole-size", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
+    speed.add_argument("--slide-size", type=int, nargs=2, default=(1024, 1024), metavar=("H", "W"))
+    speed.add_argument("--slide-crop", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
+    speed.add_argument("--slide-stride", type=int, nargs=2, default=(341, 341), metavar=("H", "W"))
+    speed.add_argument("--steps", type=int, default=5)
+    speed.add_argument("--warmup", type=int, default=2)
+    speed.add_argument("--num-classes", type=int, default=None, help="default: the config's")
+    speed.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    speed.add_argument("--channels-last", action="store_true")
 
 
 def _status_kib(field: str) -> int:
@@ -114,6 +141,8 @@ def _measure(args: dict[str, Any], queue: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    if args.speed or args.vs:
+        return run_speed(args)
     ctx = mp.get_context("spawn")
     rows = []
     for mode in args.modes:
@@ -133,6 +162,150 @@ def run(args: argparse.Namespace) -> list[dict]:
         if proc.exitcode != 0:
             raise RuntimeError(f"the {mode} measurement failed (exit code {proc.exitcode})")
         rows.append(queue.get())
+    keys = list(rows[0])
+    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
+    print("  ".join(k.ljust(widths[k]) for k in keys))
+    for r in rows:
+        print("  ".join(str(r[k]).ljust(widths[k]) for k in keys))
+    return rows
+
+
+# --- throughput ------------------------------------------------------------------------------------
+def slide_windows(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    crop: tuple[int, int],
+    stride: tuple[int, int],
+    out_channels: int,
+    crops_per_batch: int = 4,
+) -> torch.Tensor:
+    """`Segmentor.slide_inference`'s loop around any `encode(crops) -> logits at crop size`."""
+    (h_crop, w_crop), (h_stride, w_stride) = crop, stride
+    n, _, h_img, w_img = inputs.shape
+    h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
+    windows = []
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y2, x2 = min(h_idx * h_stride + h_crop, h_img), min(w_idx * w_stride + w_crop, w_img)
+            windows.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+    preds = inputs.new_zeros((n, out_channels, h_img, w_img))
+    count = inputs.new_zeros((1, 1, h_img, w_img))
+    per_forward = max(1, crops_per_batch // n)
+    for start in range(0, len(windows), per_forward):
+        group = windows[start : start + per_forward]
+        logits = encode(torch.cat([inputs[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in group]))
+        for i, (y1, y2, x1, x2) in enumerate(group):
+            preds[:, :, y1:y2, x1:x2] += logits[i * n : (i + 1) * n]
+            count[:, :, y1:y2, x1:x2] += 1
+    return preds.div_(count)
+
+
+def _reset_peak(device: torch.device) -> int | None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return None
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return _status_kib("VmRSS")
+
+
+def _peak_mib(device: torch.device, base: int | None) -> float | None:
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return None if base is None else round((_status_kib("VmHWM") - base) / 1024, 1)
+
+
+def _time(fn: Callable[[], Any], steps: int, warmup: int, device: torch.device) -> tuple[float, float | None]:
+    """Median seconds of `fn` after `warmup` calls, and the peak memory over the timed calls."""
+    for _ in range(warmup):
+        fn()
+    base = _reset_peak(device)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+        del out
+    return statistics.median(times), _peak_mib(device, base)
+
+
+def run_speed(args: argparse.Namespace) -> list[dict]:
+    """Images/s and peak memory of whole and slide inference (and transformers' twin with --vs)."""
+    from segaccel.benchmark.train import build_ours, build_transformers
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    train_args = argparse.Namespace(
+        config=args.config, cfg_options=[], num_classes=args.num_classes, vs=args.vs
+    )
+    from segaccel.benchmark.train import model_config
+
+    cfg = model_config(train_args)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    ours = build_ours(cfg).eval().to(device, memory_format=memory_format)
+    out_channels = ours.out_channels
+    g = torch.Generator().manual_seed(0)
+    whole = torch.randn(args.batch, 3, *args.whole_size, generator=g).to(device)
+    slide = torch.randn(args.batch, 3, *args.slide_size, generator=g).to(device)
+    if args.channels_last:
+        whole = whole.contiguous(memory_format=torch.channels_last)
+        slide = slide.contiguous(memory_format=torch.channels_last)
+    crop, stride = tuple(args.slide_crop), tuple(args.slide_stride)
+
+    def our_encode(x: torch.Tensor) -> torch.Tensor:
+        hw = tuple(x.shape[-2:])
+        return ours.encode_decode(x, [{"img_shape": hw, "pad_shape": hw}] * x.shape[0])
+
+    def our_slide() -> torch.Tensor:
+        ours.test_cfg = {"mode": "slide", "crop_size": list(crop), "stride": list(stride)}
+        hw = tuple(slide.shape[-2:])
+        return ours.inference(slide, [{"img_shape": hw, "ori_shape": hw}] * slide.shape[0])
+
+    candidates = [("segaccel", our_encode, our_slide)]
+    if args.vs == "transformers":
+        theirs = build_transformers(ours.config).eval().to(device, memory_format=memory_format)
+
+        def their_encode(x: torch.Tensor) -> torch.Tensor:
+            logits = theirs(pixel_values=x).logits
+            return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+        def their_slide() -> torch.Tensor:
+            return slide_windows(their_encode, slide, crop, stride, out_channels)
+
+        candidates.append(("transformers", their_encode, their_slide))
+
+    rows = []
+    with torch.inference_mode():
+        for name, encode, slide_fn in candidates:
+            for mode, fn in (("whole", lambda e=encode: e(whole)), ("slide", slide_fn)):
+                seconds, peak = _time(fn, args.steps, args.warmup, device)
+                size = args.whole_size if mode == "whole" else args.slide_size
+                rows.append(
+                    {
+                        "model": name,
+                        "mode": mode,
+                        "input": f"{args.batch}x3x{size[0]}x{size[1]}",
+                        "s/batch (median)": round(seconds, 3),
+                        "images/s": round(args.batch / seconds, 2),
+                        "peak MiB": peak,
+                    }
+                )
+    for row in rows:
+        ref = next(r for r in rows if r["mode"] == row["mode"])
+        row["time vs segaccel"] = f"{row['s/batch (median)'] / ref['s/batch (median)']:.2f}x"
+    print(
+        f"{args.config}: inference, {out_channels} classes, {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; slide: {crop[0]}x{crop[1]} windows every "
+        f"{stride[0]}x{stride[1]}; median of {args.steps} after {args.warmup} warm-up"
+    )
     keys = list(rows[0])
     widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
     print("  ".join(k.ljust(widths[k]) for k in keys))

@@ -1,0 +1,351 @@
+"""The full training step: iterations/s, images/s, peak memory and achieved FLOP/s.
+
+One step is what the runner does for one batch: the data preprocessor (uint8 → device, normalise,
+pad, stack), forward in `loss` mode, backward of the summed losses, and an AdamW step. The batch is
+generated (random uint8 images of `--crop`, random labels) so no dataset is read. Each model is
+warmed up (`--warmup` steps) and then timed step by step (`--steps`); the median step counts.
+
+`--vs transformers` (SegFormer configs) also measures transformers' `SegformerForSemanticSegmentation`
+with the same architecture (random init, nothing downloaded), batch, crop, precision and optimizer;
+its preprocessing is the same uint8 → float normalisation done in torch. For an identical
+architecture our head is built with `projection="linear"` (transformers' layout; the config's
+projection is used otherwise).
+
+FLOPs of one step are 3x those of its forward, counted with `torch.utils.flop_counter` (the counter
+of `scripts/get_flops.py`; its own count of the backward over-counts depthwise convolutions);
+"% of peak" compares the achieved FLOP/s with the fp32 (or `--precision`) matmul peak measured in
+the same run (square matmuls, best of several).
+
+The models are warmed up one after the other; then the timed steps alternate between them (one
+step of each in turn), so a change in the machine's load hits both alike. Peak memory, of one step
+measured apart: CUDA's `max_memory_allocated`; on CPU the growth of the peak resident set (`VmHWM`,
+reset through `/proc/self/clear_refs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from segaccel.config import load_config
+from segaccel.structures import PixelData, SegDataSample
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="model config (its `model:` part is built, random init)")
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--crop", type=int, nargs=2, default=(512, 512), metavar=("H", "W"))
+    parser.add_argument("--precision", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per model (median counts)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--num-classes", type=int, default=None, help="default: the config's")
+    parser.add_argument(
+        "--optimizer", choices=["for-loop", "foreach", "fused"], default="foreach", help="AdamW kernel"
+    )
+    parser.add_argument("--channels-last", action="store_true", help="model and inputs in channels_last")
+    parser.add_argument("--vs", choices=["transformers"], default=None, help="also measure this twin")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-flops", action="store_true", help="skip FLOP counting and the matmul peak")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cfg-options", nargs="*", default=[], metavar="key=value", help="dotted config overrides"
+    )
+
+
+# --- building the models --------------------------------------------------------------------------
+def model_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The config's `model:` part without pretrained weights, with `--num-classes` applied."""
+    cfg = dict(load_config(args.config, args.cfg_options)["model"])
+    cfg["backbone"] = {**cfg["backbone"], "pretrained": None}
+    if args.num_classes:
+        cfg["decode_head"] = {**cfg["decode_head"], "num_classes": args.num_classes}
+        for key in ("id2label", "label2id", "palette"):
+            cfg.pop(key, None)
+    if args.vs == "transformers":  # the same architecture as transformers' twin
+        cfg.pop("auxiliary_head", None)
+        cfg["decode_head"] = {**cfg["decode_head"], "projection": "linear"}
+    cfg.setdefault("type", "Segmentor")
+    return cfg
+
+
+def build_ours(cfg: dict[str, Any]) -> torch.nn.Module:
+    import segaccel.models  # noqa: F401  (registers the parts)
+    from segaccel.registry import MODELS
+
+    return MODELS.build(cfg, key="model")
+
+
+def build_transformers(cfg: dict[str, Any]) -> torch.nn.Module:
+    """transformers' SegformerForSemanticSegmentation with our config's architecture, random init."""
+    try:
+        from transformers import SegformerConfig, SegformerForSemanticSegmentation
+    except ImportError as exc:  # pragma: no cover - optional benchmark dependency
+        raise SystemExit("--vs transformers needs `pip install transformers`") from exc
+    from segaccel.convert.segformer import segformer_config_to_transformers
+
+    hf = segformer_config_to_transformers(cfg)
+    hf.pop("model_type"), hf.pop("architectures")
+    eps = cfg["backbone"].get("layer_norm_eps")
+    if eps is not None:
+        hf["layer_norm_eps"] = eps
+    return SegformerForSemanticSegmentation(SegformerConfig(**hf))
+
+
+def count_forward_flops(model: torch.nn.Module, shape: tuple[int, int]) -> int:
+    """FLOPs of one `tensor`-mode forward of a (1, 3, H, W) input, counted as `scripts/get_flops.py` does."""
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, *shape), mode="tensor")
+    return counter.get_total_flops()
+
+
+# --- one step --------------------------------------------------------------------------------------
+def make_batch(batch: int, crop: tuple[int, int], num_classes: int, seed: int) -> dict[str, Any]:
+    """A collated batch as the DataLoader gives it: uint8 (3, H, W) images and labelled samples."""
+    g = torch.Generator().manual_seed(seed)
+    h, w = crop
+    inputs, samples = [], []
+    for i in range(batch):
+        inputs.append(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g))
+        label = torch.randint(0, num_classes, (1, h, w), generator=g)
+        meta = {"img_id": i, "ori_shape": (h, w), "img_shape": (h, w), "scale_factor": (1.0, 1.0)}
+        meta.update(flip=False, flip_direction=None, reduce_zero_label=False)
+        samples.append(SegDataSample(metainfo=meta, gt_sem_seg=PixelData(label)))
+    return {"inputs": inputs, "data_samples": samples}
+
+
+def our_step(model: torch.nn.Module, channels_last: bool) -> Callable[[dict[str, Any]], torch.Tensor]:
+    def forward(batch: dict[str, Any]) -> torch.Tensor:
+        data = model.data_preprocessor(batch, training=True)
+        inputs = data["inputs"]
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        losses = model(inputs, data["data_samples"], mode="loss")
+        return sum(v for k, v in losses.items() if "loss" in k)
+
+    return forward
+
+
+def transformers_step(
+    model: torch.nn.Module, mean: list[float], std: list[float], device: torch.device, channels_last: bool
+) -> Callable[[dict[str, Any]], torch.Tensor]:
+    """transformers' step with the same preprocessing: uint8 to the device, normalised there."""
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+
+    def forward(batch: dict[str, Any]) -> torch.Tensor:
+        pixels = torch.stack(batch["inputs"]).to(device).float().sub_(mean_t).div_(std_t)
+        if channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        labels = torch.stack([s.gt_sem_seg.data[0] for s in batch["data_samples"]]).to(device)
+        return model(pixel_values=pixels, labels=labels).loss
+
+    return forward
+
+
+def make_optimizer(model: torch.nn.Module, impl: str) -> torch.optim.Optimizer:
+    kwargs = {"foreach": impl == "foreach", "fused": True if impl == "fused" else None}
+    return torch.optim.AdamW(model.parameters(), lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01, **kwargs)
+
+
+# --- measuring -------------------------------------------------------------------------------------
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_cpu_peak() -> int | None:
+    """Reset VmHWM to the current RSS; the RSS then (KiB), or None where Linux /proc is missing."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return _status_kib("VmRSS")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    """Best FLOP/s of an (n, n) @ (n, n) matmul in `dtype` on `device`."""
+    if device.type == "cpu" and dtype != torch.float32:
+        n = 512  # no native bf16/fp16 GEMM on most CPUs: a big one would take minutes
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    inner = 10 if device.type == "cuda" else 1
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(inner):
+            torch.mm(a, b)
+        _sync(device)
+        best = min(best, (time.perf_counter() - start) / inner)
+    return 2 * n**3 / best
+
+
+def make_step(
+    model: torch.nn.Module,
+    forward: Callable[[dict[str, Any]], torch.Tensor],
+    batch: dict[str, Any],
+    args: argparse.Namespace,
+    device: torch.device,
+) -> Callable[[], None]:
+    """One full training step of `model` on `batch`: forward (autocast), backward, AdamW, zero_grad."""
+    model.train()
+    optimizer = make_optimizer(model, args.optimizer)
+    dtype = DTYPES[args.precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = forward(batch)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+
+    return step
+
+
+def step_flops(
+    forward: Callable[[dict[str, Any]], torch.Tensor],
+    batch: dict[str, Any],
+    precision: str,
+    device: torch.device,
+) -> int:
+    """FLOPs of one training step: 3 x the forward's (each matmul/conv has two backward ones).
+
+    The forward is counted by `torch.utils.flop_counter` as in `scripts/get_flops.py`. Its count of
+    the backward itself is not used: it over-counts grouped (depthwise) convolutions' backward ~5x
+    (torch 2.14), which would inflate MiT's FLOPs.
+    """
+    dtype = DTYPES[precision]
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            forward(batch)
+    return 3 * counter.get_total_flops()
+
+
+def peak_memory_mib(step: Callable[[], None], device: torch.device) -> float | None:
+    """Peak memory of one step: CUDA's max allocated, or the growth of the CPU's peak RSS."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    base = _reset_cpu_peak()
+    step()
+    hwm = _status_kib("VmHWM")
+    return (hwm - base) / 1024 if base is not None and hwm is not None else None
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    cfg = model_config(args)
+    num_classes = int(cfg["decode_head"]["num_classes"])
+    batch = make_batch(args.batch, tuple(args.crop), num_classes, args.seed)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+
+    candidates: list[tuple[str, Callable[[], tuple[torch.nn.Module, Callable]]]] = []
+
+    def ours() -> tuple[torch.nn.Module, Callable]:
+        model = build_ours(cfg).to(device, memory_format=memory_format)
+        return model, our_step(model, args.channels_last)
+
+    candidates.append(("segaccel", ours))
+    if args.vs == "transformers":
+        pre = cfg.get("data_preprocessor") or {}
+
+        full_cfg = build_ours(cfg).config  # the architecture with every default written out
+
+        def theirs() -> tuple[torch.nn.Module, Callable]:
+            model = build_transformers(full_cfg).to(device, memory_format=memory_format)
+            return model, transformers_step(model, pre["mean"], pre["std"], device, args.channels_last)
+
+        candidates.append(("transformers", theirs))
+
+    # Each model: warm-up, FLOPs and peak memory on its own; then the timed steps alternate between
+    # the models (one step of each in turn), so a change in the machine's load hits both alike.
+    steps, rows = [], []
+    for name, build in candidates:
+        model, forward = build()
+        step = make_step(model, forward, batch, args, device)
+        for _ in range(args.warmup):
+            step()
+        flops = None if args.no_flops else step_flops(forward, batch, args.precision, device)
+        memory = peak_memory_mib(step, device)
+        steps.append(step)
+        rows.append({"model": name, "_flops": flops, "_memory": memory, "_times": []})
+    for _ in range(args.steps):
+        for step, row in zip(steps, rows):
+            start = time.perf_counter()
+            step()
+            row["_times"].append(time.perf_counter() - start)
+    peak = None if args.no_flops else matmul_peak(device, DTYPES[args.precision])
+    for row in rows:
+        times, flops = row.pop("_times"), row.pop("_flops")
+        median = statistics.median(times)
+        row["step s (median)"] = round(median, 3)
+        row["min..max s"] = f"{min(times):.3f}..{max(times):.3f}"
+        row["it/s"] = round(1 / median, 3)
+        row["images/s"] = round(args.batch / median, 2)
+        memory = row.pop("_memory")
+        row["peak MiB"] = None if memory is None else round(memory, 1)
+        row["GFLOP/step"] = round(flops / 1e9, 1) if flops else None
+        row["GFLOP/s"] = round(flops / median / 1e9, 1) if flops else None
+        row["% matmul peak"] = round(100 * flops / median / peak, 1) if flops and peak else None
+        row["_median"] = median
+    if len(rows) > 1:
+        for row in rows:
+            row["step time vs segaccel"] = f"{row['_median'] / rows[0]['_median']:.2f}x"
+    for row in rows:
+        del row["_median"]
+
+    h, w = args.crop
+    print(
+        f"{args.config}: training step, batch {args.batch} x 3 x {h} x {w}, {num_classes} classes, "
+        f"{args.precision}, {device}, AdamW {args.optimizer}"
+        + (", channels_last" if args.channels_last else "")
+    )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"median of {args.steps} steps after {args.warmup} warm-up"
+    )
+    if peak:
+        print(f"measured {args.precision} matmul peak: {peak / 1e9:.1f} GFLOP/s")
+    print(_table(rows))
+    if len(rows) > 1:
+        print("step time vs segaccel > 1: that model's step is slower than ours by this factor")
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    header = list(rows[0])
+    cells = [header, *([str(row.get(k)) for k in header] for row in rows)]
+    widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
+    lines = ["  ".join(c.ljust(wd) for c, wd in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * wd for wd in widths))
+    return "\n".join(lines)

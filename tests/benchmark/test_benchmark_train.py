@@ -1,0 +1,55 @@
+"""Smoke tests of `scripts/benchmark.py train`: tiny crops, a step or two; speed is never asserted."""
+
+import argparse
+
+import pytest
+import torch
+
+from segaccel.benchmark import train
+
+CONFIG = "configs/segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.yaml"
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    return parser.parse_args([CONFIG, "--device", "cpu", "--steps", "1", "--warmup", "1", *argv])
+
+
+def test_train_step_rows_and_flops_of_forward_and_backward():
+    rows = train.run(parse("--batch", "1", "--crop", "64", "96", "--num-classes", "5"))
+    (row,) = rows
+    assert row["model"] == "segaccel"
+    assert row["it/s"] > 0 and row["images/s"] == pytest.approx(row["it/s"], rel=0.01)
+    # a step counts 3 × the forward (the backward of every matmul/conv costs two of them)
+    fwd = train.count_forward_flops(
+        train.build_ours(train.model_config(parse("--num-classes", "5"))), (64, 96)
+    )
+    assert row["GFLOP/step"] == round(3 * fwd / 1e9, 1)
+    assert 0 < row["% matmul peak"] < 100
+
+
+def test_make_batch_is_what_the_dataloader_gives():
+    batch = train.make_batch(2, (32, 48), num_classes=3, seed=0)
+    assert [tuple(x.shape) for x in batch["inputs"]] == [(3, 32, 48)] * 2
+    assert batch["inputs"][0].dtype == torch.uint8
+    labels = batch["data_samples"][1].gt_sem_seg.data
+    assert labels.shape == (1, 32, 48) and labels.max() < 3
+
+
+def test_transformers_twin_has_the_same_architecture():
+    pytest.importorskip("transformers")
+    cfg = train.model_config(parse("--num-classes", "7", "--vs", "transformers"))
+    ours = train.build_ours(cfg)
+    theirs = train.build_transformers(ours.config)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    assert theirs.config.num_labels == 7
+    assert theirs.config.layer_norm_eps == ours.backbone.layer_norm_eps
+
+
+def test_train_vs_transformers_side_by_side():
+    pytest.importorskip("transformers")
+    rows = train.run(parse("--crop", "64", "64", "--num-classes", "4", "--vs", "transformers", "--no-flops"))
+    assert [r["model"] for r in rows] == ["segaccel", "transformers"]
+    assert rows[0]["step time vs segaccel"] == "1.00x"
+    assert all(r["images/s"] > 0 for r in rows)
