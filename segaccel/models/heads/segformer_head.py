@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from segaccel.models.heads.decode_head import _DEFAULT_LOSS, _RELU, BaseDecodeHead
@@ -120,19 +121,40 @@ class SegformerHead(BaseDecodeHead):
                         nn.init.zeros_(module.bias)
 
     def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Stage features `[(N, C_i, h_i, w_i)]` → logits `(N, out_channels, h_0, w_0)`."""
+        """Stage features `[(N, C_i, h_i, w_i)]` → logits `(N, out_channels, h_0, w_0)`.
+
+        Computed in a cheaper but equal order: the fusion 1x1 conv over the concatenated, upsampled
+        stages equals the sum over stages of its slice of weights applied to each stage *before* the
+        bilinear upsampling (both are linear; upsampling mixes pixels, the 1x1 conv mixes channels),
+        so no `(N, 4 * channels, h_0, w_0)` tensor is made and most of the fusion runs at low
+        resolution. For `projection="linear"` the stage Linear and the fusion slice compose into one
+        `(channels, C_i)` matrix. Same parameters, same state dict, same results up to rounding.
+        """
         feats = self._transform_inputs(inputs)
         size = feats[0].shape[2:]
         if self.projection == "conv":
-            outs = [
-                resize(conv(x), size=size, mode=self.interpolate_mode, align_corners=self.align_corners)
-                for x, conv in zip(feats, self.convs)
-            ]
-            out = self.fusion_conv(torch.cat(outs, dim=1))
+            fuse = self.fusion_conv
+            slices = fuse.conv.weight.flatten(1).split(self.channels, dim=1)  # stage order
+            stages = [F.conv2d(conv(x), w[:, :, None, None]) for x, conv, w in zip(feats, self.convs, slices)]
+            bias = fuse.conv.bias
         else:
-            outs = [
-                resize(mlp(x), size=size, mode=self.interpolate_mode, align_corners=self.align_corners)
-                for x, mlp in zip(feats, self.linear_c)
+            slices = self.linear_fuse.weight.flatten(1).split(self.channels, dim=1)[::-1]  # reversed cat
+            stages = [
+                F.conv2d(x, (w @ mlp.proj.weight)[:, :, None, None], w @ mlp.proj.bias)
+                for x, mlp, w in zip(feats, self.linear_c, slices)
             ]
-            out = self.activation(self.batch_norm(self.linear_fuse(torch.cat(outs[::-1], dim=1))))
+            bias = self.linear_fuse.bias
+        out = None
+        for y in stages:
+            y = resize(y, size=size, mode=self.interpolate_mode, align_corners=self.align_corners)
+            out = y if out is None else out + y
+        if bias is not None:
+            out = out + bias[:, None, None]
+        if self.projection == "conv":
+            if fuse.norm_name is not None:
+                out = fuse.norm(out)
+            if fuse.with_activation:
+                out = fuse.activate(out)
+        else:
+            out = self.activation(self.batch_norm(out))
         return self.cls_seg(out)
