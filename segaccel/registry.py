@@ -68,7 +68,12 @@ class Registry:
             raise ConfigError(f"{key}: wrong arguments for {cfg['type']}: {exc}") from exc
         except ValueError:  # no signature available (some builtins): let the call report
             pass
-        return obj(**args)
+        try:
+            return obj(**args)
+        except TypeError as exc:  # an argument passed on through **kwargs that nothing below takes
+            if "unexpected keyword argument" in str(exc) or "required positional argument" in str(exc):
+                raise ConfigError(f"{key}: wrong arguments for {cfg['type']}: {exc}") from exc
+            raise
 
     def __contains__(self, name: str) -> bool:
         return name in self._table

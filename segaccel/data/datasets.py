@@ -51,6 +51,7 @@ OWN_KEYS = (
     "validation_split",
     "split_seed",
     "shuffle_buffer_size",
+    "skip_bad_samples",
 )
 
 # Column names recognised without configuration, in order of preference.
@@ -100,7 +101,12 @@ def build_hf_dataset(dataset_cfg: dict[str, Any], split: str) -> datasets.Datase
             raise ConfigError(
                 f"dataset {path!r}: a save_to_disk folder is read with load_from_disk; drop streaming"
             )
-        loaded = datasets.load_from_disk(path)
+        try:
+            loaded = datasets.load_from_disk(path)
+        except IndexError as exc:  # `datasets` fails so on a split saved without rows
+            raise ValueError(
+                f"dataset {path!r}: cannot be read, is a split empty (saved with no rows)?"
+            ) from exc
         return _pick_split(loaded, split, dataset_cfg) if isinstance(loaded, datasets.DatasetDict) else loaded
     load_kwargs = {k: v for k, v in dataset_cfg.items() if k not in OWN_KEYS}
     sliced = any(c in split for c in "[+")
@@ -346,6 +352,7 @@ def build_dataset(
         name=name,
         split=split_name,
         id2label=id2label,
+        skip_bad_samples=bool(dataset_cfg.get("skip_bad_samples", False)),
     )
     if isinstance(hf_dataset, datasets.IterableDataset):
         from segaccel.data.streaming import SegStreamDataset, prepare_stream
@@ -459,7 +466,18 @@ class SampleReader:
     integer arrays; colour, multi-channel and float masks are refused. Labels are mapped
     (`reduce_zero_label`, `label_map`) and, with `num_classes`, checked to lie in
     `[0, num_classes)` or be `ignore_index`.
+
+    With `skip_bad_samples` a row that raises `SampleError` is logged (warning) and skipped instead;
+    `num_skipped` counts them (per process, and per DataLoader worker when there are workers).
     """
+
+    skip_bad_samples: bool = False
+    num_skipped: int = 0
+
+    def _skip(self, exc: SampleError) -> None:
+        """Count and log a bad sample that `skip_bad_samples` skips."""
+        self.num_skipped += 1
+        logger.warning(f"skip_bad_samples: skipped ({self.num_skipped} so far here): {exc}")
 
     def _init_reader(
         self,
@@ -662,9 +680,12 @@ class SegDataset(SampleReader, torch.utils.data.Dataset):
         name: str = "",
         split: str = "",
         id2label: dict[int, str] | None = None,
+        skip_bad_samples: bool = False,
     ) -> None:
         self.name = name
         self.split = split
+        self.skip_bad_samples = skip_bad_samples
+        self.num_skipped = 0
         if not hasattr(hf_dataset, "__getitem__") or not hasattr(hf_dataset, "__len__"):
             raise TypeError(
                 f"{self._where()}: SegDataset needs a map-style datasets.Dataset (indexable, with a length), "
@@ -697,6 +718,18 @@ class SegDataset(SampleReader, torch.utils.data.Dataset):
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
         epoch, index = self._split_index(index)
+        if not self.skip_bad_samples:
+            return self._get(epoch, index)
+        # Skipping: the next good row (wrapping around) stands in, so batches keep their size.
+        n = len(self)
+        for offset in range(n):
+            try:
+                return self._get(epoch, (index + offset) % n)
+            except SampleError as exc:
+                self._skip(exc)
+        raise SampleError(f"{self._where()}: skip_bad_samples: all {n} samples are bad")
+
+    def _get(self, epoch: int, index: int) -> dict[str, Any]:
         results = self.load_results(index)
         rng = np.random.default_rng([self.seed, epoch, index])
         out = self.pipeline(results, rng=rng)

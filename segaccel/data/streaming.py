@@ -89,7 +89,10 @@ class SegStreamDataset(SampleReader, torch.utils.data.IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         infinite: bool = False,
+        skip_bad_samples: bool = False,
     ) -> None:
+        self.skip_bad_samples = skip_bad_samples
+        self.num_skipped = 0
         self._init_reader(
             pipeline,
             image_column,
@@ -106,6 +109,12 @@ class SegStreamDataset(SampleReader, torch.utils.data.IterableDataset):
         if not isinstance(hf_dataset, datasets.IterableDataset):
             raise TypeError(f"{self._where()}: SegStreamDataset needs a datasets.IterableDataset")
         self._check_columns(hf_dataset.column_names)
+        # Image columns are decoded here, not by `datasets` while iterating: a corrupt file then gives
+        # an error naming the sample (or is skipped) instead of ending the stream.
+        for column in (image_column, label_column):
+            feature = (hf_dataset.features or {}).get(column) if column else None
+            if isinstance(feature, datasets.Image) and feature.decode:
+                hf_dataset = hf_dataset.cast_column(column, datasets.Image(decode=False))
         self.hf_dataset = hf_dataset
         self.rank = rank
         self.world_size = world_size
@@ -142,7 +151,14 @@ class SegStreamDataset(SampleReader, torch.utils.data.IterableDataset):
             # of each worker's stream has the structure it is restored into.
             for batch in stream.iter(batch_size=1):
                 row = {key: values[0] for key, values in batch.items()}
-                out = self._sample(row, epoch, worker, position)
+                try:
+                    out = self._sample(row, epoch, worker, position)
+                except SampleError as exc:
+                    if not self.skip_bad_samples:
+                        raise
+                    self._skip(exc)
+                    position += 1
+                    continue
                 position += 1
                 produced = True
                 if self.infinite:

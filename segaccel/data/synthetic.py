@@ -225,6 +225,11 @@ def _check_params(**params) -> dict:
         if int(params[key]) != params[key] or params[key] < 0:
             raise ValueError(f"synthetic dataset: {key} must be a non-negative int, got {params[key]!r}")
         params[key] = int(params[key])
+    for key in ("num_train", "num_val"):  # `datasets` cannot read back a split saved without rows
+        if params[key] == 0:
+            raise ValueError(
+                f"synthetic dataset: {key} is 0: every split needs at least one sample (empty split)"
+            )
     if not params["min_objects"] <= params["max_objects"]:
         raise ValueError(
             f"synthetic dataset: min_objects ({params['min_objects']}) must not exceed "

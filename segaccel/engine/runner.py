@@ -231,7 +231,10 @@ class Runner:
         model = adapt_sync_batchnorm(model, self.accelerator)
         load_from = self.cfg.get("load_from")
         if load_from and use_load_from:
-            load_weights(model, load_from)
+            try:
+                load_weights(model, load_from)
+            except FileNotFoundError as exc:  # name the config key that points nowhere
+                raise FileNotFoundError(f"load_from: {exc}") from exc
         return model
 
     def _train_dataloader(self, dataset, start_iter: int) -> DataLoader | StreamLoader:

@@ -1,0 +1,85 @@
+"""Bad configs fail when the run is built, before any training step, with an error naming the config key.
+
+Registry-level behaviour (close names, wrong arguments) is unit-tested in tests/test_registry.py; here
+each fault goes through `Runner.train()` on the tiny engine config and nothing may have been trained.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+from engine_helpers import TINY_CONFIG  # noqa: E402
+
+from segaccel.config import load_config  # noqa: E402
+from segaccel.engine.runner import Runner  # noqa: E402
+from segaccel.registry import ConfigError  # noqa: E402
+
+CASES = {
+    "unknown type": (
+        ["model.decode_head.type=SegformerHeed"],
+        ConfigError,
+        r"model\.decode_head\.type: unknown model type 'SegformerHeed'\. Did you mean 'SegformerHead'",
+    ),
+    "unknown argument": (
+        ["model.decode_head.chanels=16"],
+        ConfigError,
+        r"model\.decode_head: wrong arguments for SegformerHead: .*unexpected keyword argument 'chanels'",
+    ),
+    "unknown argument passed on through **kwargs": (
+        ["param_scheduler=[{type: PolyLR, powr: 1.0}]"],
+        ConfigError,
+        r"param_scheduler\.0: wrong arguments for PolyLR: .*'powr'",
+    ),
+    "unknown optimizer argument": (
+        ["optim_wrapper.optimizer.lrr=0.1"],
+        ConfigError,
+        r"optim_wrapper\.optimizer: wrong arguments for AdamW: .*'lrr'",
+    ),
+    "missing argument": (
+        ["train_dataloader.dataset.pipeline=[{type: RandomCrop}, {type: PackSegInputs}]"],
+        ConfigError,
+        r"pipeline\[0\]: wrong arguments for RandomCrop: missing a required argument: 'crop_size'",
+    ),
+    "num_classes disagrees with id2label": (
+        ["model.decode_head.num_classes=5", "model.id2label={0: a, 1: b}"],
+        ConfigError,
+        r"model\.decode_head\.num_classes is 5 but id2label has 2 classes",
+    ),
+    "unknown metric": (
+        ["val_evaluator.type=MeanIoUU"],
+        ConfigError,
+        r"val_evaluator\.type: unknown metric type 'MeanIoUU'",
+    ),
+    "unknown transform": (
+        ["train_dataloader.dataset.pipeline=[{type: RandomCropp, crop_size: 8}, {type: PackSegInputs}]"],
+        ConfigError,
+        r"RandomCropp.*Did you mean 'RandomCrop'",
+    ),
+    "Hub id that does not exist offline": (
+        ["load_from=nobody/does-not-exist"],
+        FileNotFoundError,
+        r"load_from: no weights at nobody/does-not-exist: .*Hub model 'nobody/does-not-exist'",
+    ),
+    "empty training split": (
+        ["train_dataloader.dataset.synthetic.num_train=0"],
+        ValueError,
+        r"synthetic dataset: num_train is 0: every split needs at least one sample",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_bad_config_fails_before_training(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    overrides, error, message = CASES[name]
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG)
+    cfg = load_config(str(tmp_path / "tiny.yaml"), overrides)
+    with pytest.raises(error, match=message):
+        Runner(cfg, work_dir=tmp_path / "work").train()
+    assert not list((tmp_path / "work").rglob("*.safetensors")), "a checkpoint was written"
+    scalars = tmp_path / "work" / "logs" / "scalars.jsonl"
+    if scalars.exists():
+        assert not [r for r in map(json.loads, scalars.read_text().splitlines()) if r.get("mode") == "train"]
