@@ -220,20 +220,25 @@ def _peak_mib(device: torch.device, base: int | None) -> float | None:
     return None if base is None else round((_status_kib("VmHWM") - base) / 1024, 1)
 
 
-def _time(fn: Callable[[], Any], steps: int, warmup: int, device: torch.device) -> tuple[float, float | None]:
-    """Median seconds of `fn` after `warmup` calls, and the peak memory over the timed calls."""
-    for _ in range(warmup):
-        fn()
+def _peak_of_one_call(fn: Callable[[], Any], device: torch.device) -> float | None:
     base = _reset_peak(device)
-    times = []
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return _peak_mib(device, base)
+
+
+def _time_alternating(fns: list[Callable[[], Any]], steps: int, device: torch.device) -> list[list[float]]:
+    """Seconds of `steps` calls of each function, taking turns (one call of each in turn)."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(steps):
-        start = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-        del out
-    return statistics.median(times), _peak_mib(device, base)
+        for fn, out in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            out.append(time.perf_counter() - start)
+    return times
 
 
 def run_speed(args: argparse.Namespace) -> list[dict]:
@@ -282,12 +287,23 @@ def run_speed(args: argparse.Namespace) -> list[dict]:
 
         candidates.append(("transformers", their_encode, their_slide))
 
+    # Per mode: every model warmed up and its peak memory taken alone, then the timed calls take
+    # turns between the models, so a change in the machine's load hits them alike.
     rows = []
     with torch.inference_mode():
-        for name, encode, slide_fn in candidates:
-            for mode, fn in (("whole", lambda e=encode: e(whole)), ("slide", slide_fn)):
-                seconds, peak = _time(fn, args.steps, args.warmup, device)
-                size = args.whole_size if mode == "whole" else args.slide_size
+        for mode in ("whole", "slide"):
+            fns = [
+                (lambda e=encode: e(whole)) if mode == "whole" else slide_fn
+                for _, encode, slide_fn in candidates
+            ]
+            for fn in fns:
+                for _ in range(args.warmup):
+                    fn()
+            peaks = [_peak_of_one_call(fn, device) for fn in fns]
+            times = _time_alternating(fns, args.steps, device)
+            size = args.whole_size if mode == "whole" else args.slide_size
+            for (name, _, _), peak, ts in zip(candidates, peaks, times):
+                seconds = statistics.median(ts)
                 rows.append(
                     {
                         "model": name,
@@ -296,11 +312,14 @@ def run_speed(args: argparse.Namespace) -> list[dict]:
                         "s/batch (median)": round(seconds, 3),
                         "images/s": round(args.batch / seconds, 2),
                         "peak MiB": peak,
+                        "_seconds": seconds,
                     }
                 )
     for row in rows:
         ref = next(r for r in rows if r["mode"] == row["mode"])
-        row["time vs segaccel"] = f"{row['s/batch (median)'] / ref['s/batch (median)']:.2f}x"
+        row["time vs segaccel"] = f"{row['_seconds'] / ref['_seconds']:.2f}x"
+    for row in rows:
+        del row["_seconds"]
     print(
         f"{args.config}: inference, {out_channels} classes, {device}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; slide: {crop[0]}x{crop[1]} windows every "

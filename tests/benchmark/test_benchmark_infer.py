@@ -47,5 +47,10 @@ def test_slide_windows_match_the_segmentor_slide_inference():
 def test_speed_vs_transformers():
     pytest.importorskip("transformers")
     rows = infer.run(parse("--vs", "transformers", "--batch", "1"))
-    assert [r["model"] for r in rows] == ["segaccel", "segaccel", "transformers", "transformers"]
+    assert [(r["model"], r["mode"]) for r in rows] == [
+        ("segaccel", "whole"),
+        ("transformers", "whole"),
+        ("segaccel", "slide"),
+        ("transformers", "slide"),
+    ]
     assert rows[0]["time vs segaccel"] == "1.00x"
