@@ -85,11 +85,14 @@ def _pair(value: Any, name: str, what: str) -> tuple[int, int]:
 
 
 def scale_size(size_wh: tuple[int, int], scale: float | tuple[float, float]) -> tuple[int, int]:
-    """`(w, h)` multiplied by `scale` and rounded half up (mmcv's `_scale_size`)."""
+    """`(w, h)` multiplied by `scale` and rounded half up (mmcv's `_scale_size`), at least 1 pixel.
+
+    (mmcv rounds a thin image's short side to 0 and the resize then fails.)
+    """
     if isinstance(scale, (int, float)):
         scale = (scale, scale)
     w, h = size_wh
-    return int(w * float(scale[0]) + 0.5), int(h * float(scale[1]) + 0.5)
+    return max(1, int(w * float(scale[0]) + 0.5)), max(1, int(h * float(scale[1]) + 0.5))
 
 
 def rescale_size(size_wh: tuple[int, int], scale: tuple[int, int] | float) -> tuple[int, int]:
@@ -339,7 +342,7 @@ class ResizeShortestEdge:
         if self.max_size and max(new_h, new_w) > self.max_size:
             factor = self.max_size / max(new_h, new_w)
             new_h, new_w = new_h * factor, new_w * factor
-        return int(new_w + 0.5), int(new_h + 0.5)
+        return max(1, int(new_w + 0.5)), max(1, int(new_h + 0.5))
 
     def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
         h, w = results["img"].shape[:2]

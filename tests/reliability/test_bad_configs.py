@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
@@ -73,7 +74,9 @@ CASES = {
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_config_fails_before_training(name, tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read at import: the constant too, and an empty cache
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
     overrides, error, message = CASES[name]
     (tmp_path / "tiny.yaml").write_text(TINY_CONFIG)
     cfg = load_config(str(tmp_path / "tiny.yaml"), overrides)
