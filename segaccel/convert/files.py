@@ -21,9 +21,15 @@ def read_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str
     if not file.is_file():
         raise FileNotFoundError(f"no weights file at {file}")
     if file.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(file), device="cpu")
+        try:
+            return load_file(str(file), device="cpu")
+        except SafetensorError as exc:
+            raise ValueError(
+                f"{file}: not a valid safetensors file ({exc}); an incomplete download or a corrupt file?"
+            ) from exc
     obj = load_pickle_weights_only(file)
     if isinstance(obj, dict):
         for wrapper in (key, "state_dict"):

@@ -459,6 +459,19 @@ class Segmentor(
         return build_model_card(self.config_for_saving(), **kwargs)
 
     @classmethod
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any
+    ) -> Segmentor:
+        """`PyTorchModelHubMixin.from_pretrained` (see `_from_pretrained`); a broken JSON file says so."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{pretrained_model_name_or_path}: {constants.CONFIG_NAME} (or another JSON file of the "
+                f"model) is not valid JSON: {exc}"
+            ) from exc
+
+    @classmethod
     def _from_pretrained(
         cls,
         *,
