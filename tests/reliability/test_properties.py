@@ -25,7 +25,13 @@ from segaccel.inference import inference_model  # noqa: E402
 from segaccel.registry import MODELS  # noqa: E402
 
 NUM_CLASSES = 4
-PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @st.composite
@@ -124,7 +130,13 @@ def test_training_pipeline_keeps_shapes_and_labels(batch, pipeline, epoch):
         assert tuple(sample.pad_shape) == (ph, pw)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(
     data=st.data(),
     mode=st.sampled_from(["whole", "slide"]),
