@@ -122,3 +122,38 @@ def test_a_split_that_does_not_exist(tmp_path):
     with pytest.raises(Exception, match="train") as info:
         build_dataset({"path": str(tmp_path / "d")}, "test")
     assert "test" in str(info.value)
+
+
+def test_training_run_with_skip_bad_samples(tmp_path):
+    """A real (tiny) run over a split with a truncated image and an out-of-range mask trains to the end."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
+    from engine_helpers import TINY_CONFIG, read_scalars
+
+    from segaccel.config import load_config
+    from segaccel.engine.runner import Runner
+
+    rng = np.random.default_rng(0)
+    images = [png(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)) for _ in range(8)]
+    masks = [png(rng.integers(0, 4, (32, 48), dtype=np.uint8)) for _ in range(8)]
+    images[2] = truncated(images[2])
+    masks[5] = mask(32, 48, value=9)
+    datasets.Dataset.from_dict({"image": images, "label": masks}, features=FEATURES).save_to_disk(
+        str(tmp_path / "data")
+    )
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG)
+    overrides = [
+        f"train_dataloader.dataset.path={tmp_path / 'data'}",
+        "train_dataloader.num_workers=0",
+        "train_dataloader.dataset.skip_bad_samples=true",
+        "train_cfg.max_iters=4",
+        "train_cfg.val_interval=100",
+        "default_hooks.checkpoint.interval=100",
+    ]
+    cfg = load_config(str(tmp_path / "tiny.yaml"), overrides)
+    Runner(cfg, work_dir=tmp_path / "work").train()
+    assert [r["iter"] for r in read_scalars(tmp_path / "work")][-1] == 4
+    log = (tmp_path / "work" / "logs" / "train.log").read_text()  # the Runner's log (no propagation)
+    assert "skip_bad_samples: skipped" in log and "index 2" in log
