@@ -52,6 +52,7 @@ from segaccel.engine.loops import (
 from segaccel.engine.optim import build_optimizer
 from segaccel.engine.schedulers import build_lr_scheduler
 from segaccel.models import Segmentor
+from segaccel.models.segmentor import load_pretrained_weights
 from segaccel.registry import LOOPS, METRICS, MODELS, ConfigError
 from segaccel.visualization import get_palette, make_comparison
 
@@ -812,19 +813,16 @@ def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
 
 
 def load_weights(model: Segmentor, path: str | os.PathLike, strict: bool = False) -> None:
-    """Load `model.safetensors` weights from a file, a model or checkpoint folder, or a Hub model id.
+    """Load weights from a file, a model or checkpoint folder, or a Hub model id (`org/name[@rev]`).
 
     `load_from` (strict=False) loads every matching weight and re-initialises a classifier whose
-    class count differs; `--checkpoint` (strict=True) requires an exact match. Only safetensors are
-    read: weights from elsewhere are never unpickled.
+    class count differs; `--checkpoint` (strict=True) requires an exact match. The reading (and the
+    conversion of transformers SegFormer and MMSegmentation weights) is
+    `segaccel.models.segmentor.load_pretrained_weights`; pickles only with `weights_only=True`.
     """
-    from safetensors.torch import load_file
-
-    file = resolve_weights_file(path)
-    if file.suffix != ".safetensors":
-        raise ValueError(f"{file}: only .safetensors weights are loaded here (pickled weights are refused)")
-    model.load_weights(load_file(str(file)), strict=strict, reinit_heads=not strict, source=str(file))
-    logger.info(f"loaded weights from {file}")
+    resolve_weights_file(path)  # a clear error when nothing is there (also fetches a Hub file once)
+    source, _, revision = (str(path), "", "") if Path(path).exists() else str(path).partition("@")
+    load_pretrained_weights(model, source, strict=strict, revision=revision or None)
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
