@@ -91,7 +91,7 @@ def _test_pipeline(steps: Sequence[dict | Any] | None) -> Compose:
     last_type = last.get("type") if isinstance(last, dict) else type(last).__name__
     if last_type != "PackSegInputs":
         steps.append(PackSegInputs())
-    return Compose(steps)
+    return Compose(steps, key="model.test_pipeline")
 
 
 def _results_dict(image: ImageInput, index: int) -> dict[str, Any]:

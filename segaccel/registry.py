@@ -70,10 +70,14 @@ class Registry:
             pass
         try:
             return obj(**args)
+        except ConfigError:  # a nested build names its own key
+            raise
         except TypeError as exc:  # an argument passed on through **kwargs that nothing below takes
             if "unexpected keyword argument" in str(exc) or "required positional argument" in str(exc):
                 raise ConfigError(f"{key}: wrong arguments for {cfg['type']}: {exc}") from exc
             raise
+        except ValueError as exc:  # a value the constructor refuses: say which config key holds it
+            raise ConfigError(f"{key}: {cfg['type']}: {exc}") from exc
 
     def __contains__(self, name: str) -> bool:
         return name in self._table

@@ -322,8 +322,12 @@ def build_dataset(
     rank: int = 0,
     world_size: int = 1,
     training: bool = False,
+    key: str = "dataset",
 ) -> SegDataset | SegStreamDataset:
     """A torch dataset over `build_hf_dataset(dataset_cfg, split)` with the config's pipeline and options.
+
+    `key` is where `dataset_cfg` sits in the whole config (e.g. `train_dataloader.dataset`): errors
+    in the pipeline name `<key>.pipeline.<i>`.
 
     A map-style split gives a `SegDataset` (the sampler shards it across processes). A streamed
     split gives a `SegStreamDataset` sharded here, once, for process `rank` of `world_size`
@@ -341,7 +345,7 @@ def build_dataset(
     if dataset_cfg.get("palette") is not None:
         check_palette(dataset_cfg["palette"], num_classes or (len(id2label) if id2label else None))
     options = dict(
-        pipeline=dataset_cfg.get("pipeline"),
+        pipeline=Compose(dataset_cfg.get("pipeline") or [PackSegInputs()], key=f"{key}.pipeline"),
         image_column=image_column,
         label_column=label_column,
         reduce_zero_label=bool(dataset_cfg.get("reduce_zero_label", False)),
@@ -396,6 +400,7 @@ def dataset_from_config(
         seed=int(cfg.get("seed", 0) if seed is None else seed),
         num_classes=num_classes,
         training=key.startswith("train") if training is None else training,
+        key=f"{key}.dataset",
     )
     if dataset.num_classes is None and dataset.id2label:  # names from the data (ClassLabel feature)
         dataset.num_classes = len(dataset.id2label)

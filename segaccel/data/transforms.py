@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segaccel.registry import TRANSFORMS
+from segaccel.registry import TRANSFORMS, ConfigError
 
 Results = dict[str, Any]
 
@@ -991,13 +991,13 @@ class Compose:
     and Compose returns None (as mmcv).
     """
 
-    def __init__(self, transforms: Sequence[dict | Callable] | None) -> None:
+    def __init__(self, transforms: Sequence[dict | Callable] | None, key: str = "pipeline") -> None:
         self.transforms: list[Callable] = []
         for i, t in enumerate(transforms or []):
             if isinstance(t, dict):
-                t = TRANSFORMS.build(t, key=f"pipeline[{i}]")
+                t = TRANSFORMS.build(t, key=f"{key}.{i}")
             elif not callable(t):
-                raise TypeError(f"pipeline[{i}]: expected a transform config dict or a callable, got {t!r}")
+                raise ConfigError(f"{key}.{i}: expected a transform config dict or a callable, got {t!r}")
             self.transforms.append(t)
 
     def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results | None:

@@ -185,6 +185,7 @@ class Runner:
                 rank=acc.process_index,
                 world_size=acc.num_processes,
                 training=training,
+                key=f"{loader_key}.dataset",
             )
         if self._id2label is None:
             self._id2label = dataset.id2label

@@ -749,7 +749,7 @@ def _check_pipeline(pipeline: list | None) -> list[dict] | None:
         raise ConfigError(f"model.test_pipeline: expected a list of transform configs, got {pipeline!r}")
     for i, step in enumerate(pipeline):
         if not isinstance(step, dict) or "type" not in step:
-            raise ConfigError(f"model.test_pipeline[{i}]: expected a mapping with a `type`, got {step!r}")
+            raise ConfigError(f"model.test_pipeline.{i}: expected a mapping with a `type`, got {step!r}")
     return pipeline
 
 

@@ -42,7 +42,8 @@ CASES = {
     "missing argument": (
         ["train_dataloader.dataset.pipeline=[{type: RandomCrop}, {type: PackSegInputs}]"],
         ConfigError,
-        r"pipeline\[0\]: wrong arguments for RandomCrop: missing a required argument: 'crop_size'",
+        r"train_dataloader\.dataset\.pipeline\.0: wrong arguments for RandomCrop: "
+        r"missing a required argument: 'crop_size'",
     ),
     "num_classes disagrees with id2label": (
         ["model.decode_head.num_classes=5", "model.id2label={0: a, 1: b}"],
