@@ -77,7 +77,8 @@ class Registry:
                 raise ConfigError(f"{key}: wrong arguments for {cfg['type']}: {exc}") from exc
             raise
         except ValueError as exc:  # a value the constructor refuses: say which config key holds it
-            raise ConfigError(f"{key}: {cfg['type']}: {exc}") from exc
+            message = str(exc) if str(exc).startswith(str(cfg["type"])) else f"{cfg['type']}: {exc}"
+            raise ConfigError(f"{key}: {message}") from exc
 
     def __contains__(self, name: str) -> bool:
         return name in self._table

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub.constants
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -38,6 +39,7 @@ from torch.utils.data import DataLoader
 import segaccel.evaluation  # noqa: F401  (registers the metrics)
 from segaccel.config import dump_config, get_path, to_plain
 from segaccel.data import build_dataset, seg_collate
+from segaccel.data.crop_check import check_crop_size
 from segaccel.data.samplers import InfiniteSampler, ShardedEvalSampler
 from segaccel.data.streaming import SegStreamDataset, StreamCheckpoint, StreamLoader, stream_collate
 from segaccel.engine.checkpoint import latest_checkpoint, read_checkpoint_state, save_checkpoint
@@ -177,16 +179,26 @@ class Runner:
         training = loader_key.startswith("train")
         acc = self.accelerator
         with acc.main_process_first():
-            dataset = build_dataset(
-                dataset_cfg,
-                split,
-                seed=self.seed,
-                num_classes=num_classes,
-                rank=acc.process_index,
-                world_size=acc.num_processes,
-                training=training,
-                key=f"{loader_key}.dataset",
-            )
+            try:
+                dataset = build_dataset(
+                    dataset_cfg,
+                    split,
+                    seed=self.seed,
+                    num_classes=num_classes,
+                    rank=acc.process_index,
+                    world_size=acc.num_processes,
+                    training=training,
+                    key=f"{loader_key}.dataset",
+                )
+            except (ConnectionError, FileNotFoundError) as exc:  # a Hub id or folder that is not there
+                error = ConnectionError if isinstance(exc, ConnectionError) else FileNotFoundError
+                raise error(
+                    f"{loader_key}.dataset.path: cannot load {dataset_cfg.get('path')!r}: {exc}"
+                    + _offline_hint()
+                ) from exc
+        if training:  # a crop larger than every image, with nothing padding up to it: say so now
+            pad_size = get_path(self.cfg, "model.data_preprocessor.size")
+            check_crop_size(dataset, f"{loader_key}.dataset", pad_size)
         if self._id2label is None:
             self._id2label = dataset.id2label
         if isinstance(dataset, SegStreamDataset):
@@ -895,6 +907,13 @@ def _shielded_worker_init(worker_id: int, training: Any, inner: Any = None) -> N
         signal.signal(s, handler)
     if inner is not None:
         inner(worker_id)
+
+
+def _offline_hint() -> str:
+    """Why a Hub dataset may be missing when offline mode is on."""
+    if huggingface_hub.constants.HF_HUB_OFFLINE:
+        return " (offline mode, HF_HUB_OFFLINE=1: only datasets already in the local cache can be loaded)"
+    return ""
 
 
 def _has_gpu() -> bool:

@@ -60,6 +60,27 @@ CASES = {
         ConfigError,
         r"RandomCropp.*Did you mean 'RandomCrop'",
     ),
+    "a value the constructor refuses": (
+        ["train_dataloader.dataset.pipeline=[{type: RandomCrop, crop_size: 8, cat_max_ratio: 2}]"],
+        ConfigError,
+        r"train_dataloader\.dataset\.pipeline\.0: RandomCrop: cat_max_ratio must be in \(0, 1\], got 2",
+    ),
+    "crop larger than every image, no padding": (
+        ["train_dataloader.dataset.pipeline=[{type: RandomCrop, crop_size: [24, 80]}, {type: RandomFlip}]"],
+        ConfigError,
+        r"train_dataloader\.dataset\.pipeline\.0\.crop_size: RandomCrop's crop_size \(h, w\) = \(24, 80\) "
+        r"is larger than every image that reaches it \(8 samples probed, \(h x w\) 32x48, ",
+    ),
+    "dataset Hub id that does not exist offline": (
+        ["train_dataloader.dataset.path=nobody/no-such-dataset"],
+        ConnectionError,
+        r"train_dataloader\.dataset\.path: cannot load 'nobody/no-such-dataset': .*offline mode",
+    ),
+    "dataset folder that does not exist": (
+        ["train_dataloader.dataset.path=/nonexistent/segaccel-data"],
+        FileNotFoundError,
+        r"train_dataloader\.dataset\.path: cannot load '/nonexistent/segaccel-data'",
+    ),
     "Hub id that does not exist offline": (
         ["load_from=nobody/does-not-exist"],
         FileNotFoundError,
