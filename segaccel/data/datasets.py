@@ -25,6 +25,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from segaccel.data.collate import SKIPPED_KEY, skip_marker
 from segaccel.data.formatting import PackSegInputs
 from segaccel.data.synthetic import load_synthetic_dataset, synthetic_id2label
 from segaccel.data.transforms import Compose, LoadAnnotations, init_results
@@ -333,6 +334,10 @@ def build_dataset(
     split gives a `SegStreamDataset` sharded here, once, for process `rank` of `world_size`
     (`split_dataset_by_node`); with `training` it is shuffled with a buffer of
     `shuffle_buffer_size` (default 1000) examples and repeats epoch after epoch.
+
+    With `skip_bad_samples: true`, a bad row is replaced by the next good one in training (batches
+    keep their size) and dropped in evaluation (`training=False`: no sample is evaluated twice);
+    either way the count reaches the loops through the batches (`SKIPPED_KEY`).
     """
     hf_dataset = build_hf_dataset(dataset_cfg, split)
     name = str(dataset_cfg["path"])
@@ -370,7 +375,7 @@ def build_dataset(
             columns=[c for c in (image_column, label_column) if c is not None],
         )
         return SegStreamDataset(stream, rank=rank, world_size=world_size, infinite=training, **options)
-    return SegDataset(hf_dataset, **options)
+    return SegDataset(hf_dataset, fill_skipped=training, **options)
 
 
 LOADER_KEYS = {"train": "train_dataloader", "val": "val_dataloader", "test": "test_dataloader"}
@@ -472,15 +477,18 @@ class SampleReader:
     (`reduce_zero_label`, `label_map`) and, with `num_classes`, checked to lie in
     `[0, num_classes)` or be `ignore_index`.
 
-    With `skip_bad_samples` a row that raises `SampleError` is logged (warning) and skipped instead;
-    `num_skipped` counts them (per process, and per DataLoader worker when there are workers).
+    With `skip_bad_samples` a row that raises `SampleError` is logged (a warning naming the dataset,
+    split, index and problem) and skipped instead. The skip is reported with the items handed out
+    (`SKIPPED_KEY` on a sample, or a `skip_marker`), so `seg_collate` and the loops can total it over
+    DataLoader workers and processes. `num_skipped` counts only this copy's skips (one copy per
+    process, and per DataLoader worker when there are workers), not the run's total.
     """
 
     skip_bad_samples: bool = False
     num_skipped: int = 0
 
     def _skip(self, exc: SampleError) -> None:
-        """Count and log a bad sample that `skip_bad_samples` skips."""
+        """Count (in this copy) and log a bad sample that `skip_bad_samples` skips."""
         self.num_skipped += 1
         logger.warning(f"skip_bad_samples: skipped ({self.num_skipped} so far here): {exc}")
 
@@ -669,6 +677,11 @@ class SegDataset(SampleReader, torch.utils.data.Dataset):
     have no ground truth (inference). The mask is `gt_seg_map` from the start of the pipeline, or,
     if the pipeline holds `LoadAnnotations`, from that point on (so a test-time Resize before it
     leaves the labels at their original size).
+
+    `skip_bad_samples`: a row raising `SampleError` is logged and skipped. With `fill_skipped`
+    (training) the next good row, wrapping around, stands in and its dict carries the number of
+    bad rows skipped for it under `SKIPPED_KEY`; without (evaluation, so no sample counts twice) the
+    item is `skip_marker(1)`, which `seg_collate` drops and counts.
     """
 
     def __init__(
@@ -686,10 +699,12 @@ class SegDataset(SampleReader, torch.utils.data.Dataset):
         split: str = "",
         id2label: dict[int, str] | None = None,
         skip_bad_samples: bool = False,
+        fill_skipped: bool = True,
     ) -> None:
         self.name = name
         self.split = split
         self.skip_bad_samples = skip_bad_samples
+        self.fill_skipped = fill_skipped
         self.num_skipped = 0
         if not hasattr(hf_dataset, "__getitem__") or not hasattr(hf_dataset, "__len__"):
             raise TypeError(
@@ -725,13 +740,23 @@ class SegDataset(SampleReader, torch.utils.data.Dataset):
         epoch, index = self._split_index(index)
         if not self.skip_bad_samples:
             return self._get(epoch, index)
-        # Skipping: the next good row (wrapping around) stands in, so batches keep their size.
+        if not self.fill_skipped:  # evaluation: dropped (and counted) by seg_collate
+            try:
+                return self._get(epoch, index)
+            except SampleError as exc:
+                self._skip(exc)
+                return skip_marker(1)
+        # Training: the next good row (wrapping around) stands in, so batches keep their size.
         n = len(self)
         for offset in range(n):
             try:
-                return self._get(epoch, (index + offset) % n)
+                out = self._get(epoch, (index + offset) % n)
             except SampleError as exc:
                 self._skip(exc)
+                continue
+            if offset:
+                out[SKIPPED_KEY] = offset
+            return out
         raise SampleError(f"{self._where()}: skip_bad_samples: all {n} samples are bad")
 
     def _get(self, epoch: int, index: int) -> dict[str, Any]:

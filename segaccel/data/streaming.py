@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from datasets.distributed import split_dataset_by_node
 
-from segaccel.data.collate import seg_collate
+from segaccel.data.collate import SKIPPED_KEY, seg_collate, skip_marker
 from segaccel.data.datasets import SampleError, SampleReader
 from segaccel.data.transforms import Compose
 
@@ -70,6 +70,11 @@ class SegStreamDataset(SampleReader, torch.utils.data.IterableDataset):
     `stream_state` for checkpoints; otherwise it is read once (evaluation). A sample's augmentation
     is seeded by `(seed, epoch, rank, worker, position)`; its `img_id` is
     `"<split>/<rank>.<worker>.<epoch>.<position>"` and errors name that position.
+
+    `skip_bad_samples`: a bad row is logged and skipped; the number of rows skipped since the last
+    sample rides on the next sample (`SKIPPED_KEY`), so the loops can total it. A one-pass stream
+    (evaluation) that ends right after bad rows yields a `skip_marker` for them, which `seg_collate`
+    drops and counts; a repeating stream (training) carries them on into its next epoch.
     """
 
     def __init__(
@@ -141,6 +146,7 @@ class SegStreamDataset(SampleReader, torch.utils.data.IterableDataset):
         stream = self._worker_stream(worker, num_workers)
         if stream is None:
             return
+        pending = 0  # bad rows skipped since the last sample handed out
         while True:
             stream.set_epoch(epoch)
             resumed = start is not None and start.get("hf") is not None
@@ -157,10 +163,13 @@ class SegStreamDataset(SampleReader, torch.utils.data.IterableDataset):
                     if not self.skip_bad_samples:
                         raise
                     self._skip(exc)
+                    pending += 1
                     position += 1
                     continue
                 position += 1
                 produced = True
+                if pending:
+                    out[SKIPPED_KEY], pending = pending, 0
                 if self.infinite:
                     out[STATE_KEY] = {
                         "worker": worker,
@@ -171,12 +180,17 @@ class SegStreamDataset(SampleReader, torch.utils.data.IterableDataset):
                     }
                 yield out
             if not self.infinite:
+                if pending:
+                    yield skip_marker(pending)
                 return
             if not produced and not resumed:
+                what = f"has only bad rows ({pending} skipped)" if pending else "is empty"
                 if num_workers > 1:  # the other workers go on
-                    logger.warning(f"{self._where()}: worker {worker} of process {self.rank} got no examples")
+                    logger.warning(
+                        f"{self._where()}: the stream of worker {worker} of process {self.rank} {what}"
+                    )
                     return
-                raise SampleError(f"{self._where()}: the stream of process {self.rank} is empty")
+                raise SampleError(f"{self._where()}: the stream of process {self.rank} {what}")
             epoch, position = epoch + 1, 0
 
     def _worker_stream(self, worker: int, num_workers: int) -> datasets.IterableDataset | None:
@@ -229,8 +243,9 @@ class SegStreamDataset(SampleReader, torch.utils.data.IterableDataset):
 def stream_collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
     """`seg_collate` plus the `stream_state` after the last sample (a batch comes from one worker)."""
     out: dict[str, Any] = seg_collate(batch)
-    if batch and STATE_KEY in batch[-1]:
-        out[STATE_KEY] = batch[-1][STATE_KEY]
+    states = [item[STATE_KEY] for item in batch if isinstance(item, dict) and STATE_KEY in item]
+    if states:
+        out[STATE_KEY] = states[-1]
     return out
 
 

@@ -11,6 +11,12 @@ processes never disagree on whether a step happens. By default the run stops (`N
 after the runner saved the last good state; with `optim_wrapper.skip_nonfinite: true` the step is
 skipped with a warning and counted in the log (`nonfinite_skipped`). Steps skipped by the fp16 grad
 scaler are counted as `overflow_skipped`.
+
+Bad samples (`skip_bad_samples: true` in a dataset config): the batches report how many bad rows
+were skipped for them (`SKIPPED_KEY`, see segaccel/data/collate.py), whichever DataLoader worker read
+them. Training logs `bad_samples_skipped` per log interval, summed over processes, and the run's
+total at the end; evaluation drops bad samples (none is evaluated twice) and logs once how many were
+skipped and how many the metrics cover.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import random
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from segaccel.data.collate import DROPPED_KEY, SKIPPED_KEY
 from segaccel.data.samplers import InfiniteSampler
 from segaccel.engine.logging import logger
 
@@ -105,6 +112,7 @@ class IterOutput:
     grad_norm: torch.Tensor | None = None
     skipped_nonfinite: bool = False
     skipped_overflow: bool = False
+    bad_samples_skipped: int = 0  # bad rows skipped for this step's micro-batches (this process)
 
 
 class IterBasedTrainLoop:
@@ -132,6 +140,7 @@ class IterBasedTrainLoop:
         self.val_begin = int(val_begin)
         self.iter = 0
         self.skipped = {"nonfinite_skipped": 0, "overflow_skipped": 0}
+        self.bad_samples_skipped = 0  # in this run (since the start or resume), all processes and workers
 
     def should_validate(self, iteration: int) -> bool:
         """Validate after step `iteration` (1-based)?"""
@@ -204,6 +213,8 @@ class IterBasedTrainLoop:
                 elif out.skipped_overflow:
                     counters["overflow_skipped"] += 1
                     self.skipped["overflow_skipped"] += 1
+                if "bad_samples_skipped" in counters:
+                    counters["bad_samples_skipped"] += out.bad_samples_skipped
                 if not out.skipped_nonfinite:  # a skipped step's NaN would hide the interval's losses
                     for k, v in out.log_vars.items():
                         sums[k] = sums.get(k, 0.0) + v
@@ -214,7 +225,7 @@ class IterBasedTrainLoop:
                 if self.iter % log_interval == 0 or self.iter == self.max_iters:
                     scalars = {"lr": r.lr_scheduler.get_last_lr()[0]}
                     scalars.update(self._reduce_for_log(sums, count))
-                    scalars.update(counters)
+                    scalars.update(self._reduce_counters(counters))
                     scalars["time"] = step_time / window
                     scalars["data_time"] = data_time / window
                     scalars["memory"] = memory_mb(acc.device)
@@ -236,7 +247,17 @@ class IterBasedTrainLoop:
                 "skipped optimizer steps during training: "
                 + ", ".join(f"{k}={v}" for k, v in self.skipped.items() if v)
             )
+        if self._skips_bad_samples() and acc.is_main_process:
+            total = self.bad_samples_skipped
+            (logger.warning if total else logger.info)(
+                f"skip_bad_samples: {total} bad training sample(s) skipped in this run (all processes and "
+                "DataLoader workers); the next good sample stood in for each"
+            )
         return last_metrics
+
+    def _skips_bad_samples(self) -> bool:
+        """Does the training dataset skip bad samples (`skip_bad_samples: true`)?"""
+        return bool(getattr(getattr(self.runner, "train_dataset", None), "skip_bad_samples", False))
 
     def _counter_keys(self) -> list[str]:
         keys = []
@@ -244,7 +265,26 @@ class IterBasedTrainLoop:
             keys.append("nonfinite_skipped")
         if self.runner.accelerator.scaler is not None:
             keys.append("overflow_skipped")
+        if self._skips_bad_samples():
+            keys.append("bad_samples_skipped")
         return keys
+
+    def _reduce_counters(self, counters: dict[str, int]) -> dict[str, int]:
+        """The interval's counters for the log: `bad_samples_skipped` summed over processes.
+
+        (Skipped steps are agreed on by all processes already.) Every process reaches the log step at
+        the same iteration, so the reduction is collective.
+        """
+        out = dict(counters)
+        if "bad_samples_skipped" in out:
+            acc = self.runner.accelerator
+            count = int(out["bad_samples_skipped"])
+            if acc.num_processes > 1:
+                total = torch.tensor([count], dtype=torch.int64, device=acc.device)
+                count = int(acc.reduce(total, reduction="sum").item())
+            out["bad_samples_skipped"] = count
+            self.bad_samples_skipped += count
+        return out
 
     def run_iter(self, data_iter: Iterator[dict[str, Any]]) -> IterOutput:
         """One optimizer step over `accumulative_counts` micro-batches."""
@@ -258,6 +298,7 @@ class IterBasedTrainLoop:
             t0 = time.perf_counter()
             batch = next(data_iter)
             out.data_time += time.perf_counter() - t0
+            out.bad_samples_skipped += int(batch.pop(SKIPPED_KEY, 0))
             data = r.unwrapped_model.data_preprocessor(batch, training=True)
             sync = micro == accum - 1
             ctx = contextlib.nullcontext() if sync or acc.num_processes == 1 else acc.no_sync(model)
@@ -470,6 +511,11 @@ class ValLoop:
     without SyncBN), so all evaluate exactly the model that is saved. Validation never touches the
     training RNG streams (it runs in a forked RNG), so a run's training does not depend on when it
     validates.
+
+    With `skip_bad_samples`, bad samples are dropped from their batches (a batch may be left with
+    none); after each evaluation the numbers skipped and evaluated are summed over processes, logged
+    once, and kept in `bad_samples_skipped` / `samples_evaluated` (without `skip_bad_samples` these
+    are this process's figures).
     """
 
     mode = "val"
@@ -478,6 +524,8 @@ class ValLoop:
         self.runner = runner
         self.dataloader = dataloader
         self.evaluator = evaluator
+        self.bad_samples_skipped = 0
+        self.samples_evaluated: int | None = None
 
     @torch.no_grad()
     def run(self, iteration: int | None = None) -> dict[str, float]:
@@ -493,16 +541,23 @@ class ValLoop:
         self.evaluator.reset()
         keep = r.vis_num_samples if acc.is_main_process and self._visualize(iteration) else 0
         kept: list[Any] = []
+        skipped = evaluated = 0
         for batch in tqdm(
             self.dataloader, desc=self.mode, disable=not acc.is_main_process, leave=False, dynamic_ncols=True
         ):
-            data = model.data_preprocessor(batch, training=False)
-            with acc.autocast():
-                outputs = model.predict(data["inputs"], data["data_samples"])
-            self.evaluator.process(outputs)
-            self.after_batch(batch, outputs)
+            skipped += int(batch.pop(SKIPPED_KEY, 0))
+            dropped = list(batch.pop(DROPPED_KEY, ()))
+            outputs: list[Any] = []
+            if batch["inputs"]:  # else every item was a bad sample, dropped
+                data = model.data_preprocessor(batch, training=False)
+                with acc.autocast():
+                    outputs = model.predict(data["inputs"], data["data_samples"])
+                self.evaluator.process(outputs)
+            evaluated += len(outputs)
+            self.after_batch(batch, outputs, dropped)
             if len(kept) < keep:
                 kept.extend(o.cpu() for o in outputs[: keep - len(kept)])
+        self._report_skipped(skipped, evaluated)
         if acc.num_processes > 1:
             self.evaluator.all_reduce_(lambda t: acc.reduce(t, reduction="sum"), device=acc.device)
         metrics = self.evaluator.compute()
@@ -528,8 +583,28 @@ class ValLoop:
         last = r.train_loop is not None and iteration == r.train_loop.max_iters
         return last or iteration % interval == 0
 
-    def after_batch(self, batch: dict[str, Any], outputs: list[Any]) -> None:
-        """Called with every predicted batch after the evaluator saw it (TestLoop writes outputs)."""
+    def _report_skipped(self, skipped: int, evaluated: int) -> None:
+        """Sum the bad samples skipped and the samples evaluated over processes; log once if any skipped."""
+        self.bad_samples_skipped, self.samples_evaluated = skipped, evaluated
+        dataset = getattr(self.dataloader, "dataset", None)
+        if not getattr(dataset, "skip_bad_samples", False):
+            return  # nothing can have been skipped (the same on every process: no collective needed)
+        acc = self.runner.accelerator
+        if acc.num_processes > 1:
+            counts = torch.tensor([skipped, evaluated], dtype=torch.int64, device=acc.device)
+            skipped, evaluated = acc.reduce(counts, reduction="sum").tolist()
+        self.bad_samples_skipped, self.samples_evaluated = int(skipped), int(evaluated)
+        if skipped and acc.is_main_process:
+            logger.warning(
+                f"{self.mode}: {skipped} bad samples skipped; the metrics cover the {evaluated} others"
+            )
+
+    def after_batch(self, batch: dict[str, Any], outputs: list[Any], dropped: Sequence[int] = ()) -> None:
+        """Called with every batch after the evaluator saw it (TestLoop writes outputs).
+
+        `dropped`: positions in the loader's batch of bad samples that were dropped (`outputs` and
+        `batch` hold the others, in order; both are empty when every item was dropped).
+        """
 
 
 def sync_buffers(model: torch.nn.Module, accelerator: Any) -> None:
@@ -545,8 +620,9 @@ class TestLoop(ValLoop):
 
     A writer has `process(batch, outputs, indices)`, where `indices` are the dataset indices of the
     batch's samples as this process's sampler gave them (None where the loader has no indexed
-    sampler, e.g. a streamed dataset). Each process writes what it predicted (see
-    `segaccel.engine.test_outputs`).
+    sampler, e.g. a streamed dataset), without those of bad samples dropped by `skip_bad_samples`;
+    a batch whose samples were all dropped reaches the writers as empty lists. Each process writes
+    what it predicted (see `segaccel.engine.test_outputs`).
     """
 
     mode = "test"
@@ -568,12 +644,14 @@ class TestLoop(ValLoop):
         self._seen = 0
         return super().run(iteration)
 
-    def after_batch(self, batch: dict[str, Any], outputs: list[Any]) -> None:
-        n = len(outputs)
+    def after_batch(self, batch: dict[str, Any], outputs: list[Any], dropped: Sequence[int] = ()) -> None:
+        n = len(outputs) + len(dropped)  # the items the sampler gave for this batch
         if self._indices is not None:
-            indices = self._indices[self._seen : self._seen + n]
+            gone = set(dropped)
+            taken = self._indices[self._seen : self._seen + n]
+            indices = [index for position, index in enumerate(taken) if position not in gone]
         else:
-            indices = [None] * n
+            indices = [None] * len(outputs)
         self._seen += n
         for writer in self.writers:
             writer.process(batch, outputs, indices)

@@ -5,6 +5,10 @@ from `TestLoop`; each process writes the files of its own shard (one file per sa
 the sample, so processes never write the same file and nothing is gathered). The per-class table
 and the confusion matrix come from the metric after its cross-process reduction and are written by
 the main process.
+
+A writer's `process(batch, outputs, indices)` gets `batch["inputs"]`, `outputs` and `indices` aligned:
+bad samples dropped by `skip_bad_samples` are in none of them, and a batch whose samples were all
+dropped comes as empty lists (nothing is written).
 """
 
 from __future__ import annotations

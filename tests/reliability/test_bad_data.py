@@ -82,8 +82,12 @@ def test_skip_bad_samples_when_every_row_is_bad():
 def test_skip_bad_samples_from_the_dataset_config(tmp_path):
     hf_rows().save_to_disk(str(tmp_path / "data"))
     cfg = {"path": str(tmp_path / "data"), "skip_bad_samples": True, "pipeline": [{"type": "PackSegInputs"}]}
-    ds = build_dataset(cfg, "train", num_classes=3)
-    assert ds.skip_bad_samples and ds[4]["data_samples"].img_id == "train/5"
+    ds = build_dataset(cfg, "train", num_classes=3, training=True)
+    assert ds.skip_bad_samples and ds.fill_skipped and ds[4]["data_samples"].img_id == "train/5"
+    assert ds[4]["num_skipped"] == 1
+    # evaluation: a bad sample is dropped (a marker with the count), never replaced by another one
+    evaluation = build_dataset(cfg, "train", num_classes=3, training=False)
+    assert not evaluation.fill_skipped and evaluation[4] == {"num_skipped": 1}
     strict = build_dataset({**cfg, "skip_bad_samples": False}, "train", num_classes=3)
     with pytest.raises(SampleError, match="index 4: mask labels \\[9\\] are outside \\[0, 3\\)"):
         strict[4]
@@ -99,6 +103,7 @@ def test_skip_bad_samples_in_a_stream():
     )
     outs = list(ds)
     assert [int(o["inputs"][0, 0, 0]) for o in outs] == [0, 2, 5]
+    assert [o.get("num_skipped", 0) for o in outs] == [0, 1, 2]  # the skips ride on the next sample
     assert ds.num_skipped == 3
 
 
