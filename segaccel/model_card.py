@@ -76,7 +76,7 @@ def build_model_card(
             metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
         if train_config is None and (folder / TRAIN_CONFIG_FILE).is_file():
             train_config = yaml.safe_load((folder / TRAIN_CONFIG_FILE).read_text(encoding="utf-8"))
-        model_name = model_name or (repo_id.split("/")[-1] if repo_id else None) or _folder_name(folder)
+        model_name = model_name or (repo_id.split("/")[-1] if repo_id else None) or folder_model_name(folder)
     model_name = model_name or (repo_id.split("/")[-1] if repo_id else "segaccel-model")
     metrics = dict(metrics or {})
     dataset_cfg = _dataset_cfg(train_config)
@@ -306,7 +306,9 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _folder_name(folder: Path) -> str:
+def folder_model_name(folder: str | os.PathLike) -> str:
+    """The model name a card gets from its folder (`<work dir>-model` for a runner's export)."""
+    folder = Path(folder)
     name = folder.resolve().name
     if name in ("model", "best_model") and folder.resolve().parent.name:
         return f"{folder.resolve().parent.name}-{name}".replace("_", "-")

@@ -16,6 +16,12 @@ itself with SIGKILL on reaching it. Stages, in order:
 - `renamed`: `iter_<N>` is in place, older checkpoints not yet pruned;
 - `pruned`: done.
 
+Exported model folders (`WORK_DIR/model`, `WORK_DIR/best_model`) are written the same way
+(`write_folder_atomically`), with the stages `export_written` (the new folder is complete beside
+the old one) and `export_swapped` (the old one moved aside, the new one not yet in place). Between
+checkpoints, `after_step` (an optimizer step taken, its checkpoint not yet written) and
+`validation` (in the middle of a validation pass) stop a run where no file is being written.
+
 Besides `iter_<N>`, a checkpoint may be saved under another name (`best_mIoU`): `--resume` only
 ever picks `iter_<N>` folders.
 """
@@ -27,6 +33,7 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,7 @@ from accelerate import Accelerator
 
 STATE_FILE = "segaccel_state.json"
 CHECKPOINT_STAGES = ("before_save", "files_written", "state_written", "renamed", "pruned")
+EXPORT_STAGES = ("export_written", "export_swapped")
 _ITER_DIR = re.compile(r"^iter_(\d+)$")
 
 
@@ -80,16 +88,56 @@ def save_checkpoint(
     if accelerator.is_main_process:
         _write_json(tmp / STATE_FILE, {"iteration": iteration, **extra_state})
         checkpoint_stage("state_written", iteration)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(ckpt_root)
+        replace_folder(tmp, final)
         checkpoint_stage("renamed", iteration)
         if max_keep > 0:
             prune_checkpoints(ckpt_root, max_keep, keep=keep)
         checkpoint_stage("pruned", iteration)
     accelerator.wait_for_everyone()
     return final
+
+
+def replace_folder(new: Path, final: Path, stage_iteration: int | None = None) -> None:
+    """Put the complete folder `new` at `final`, replacing what is there, never leaving a mix.
+
+    A folder cannot be replaced by a rename in one step, so the old one is first renamed aside
+    (`.old_<name>`), the new one renamed into place, then the old one deleted: a kill at any
+    moment leaves `final` complete (old or new) or, between the renames, absent with the old
+    copy kept beside it. With `stage_iteration`, the `export_swapped` fault stage is passed.
+    """
+    new, final = Path(new), Path(final)
+    old = final.parent / f".old_{final.name}"
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    if stage_iteration is not None:
+        checkpoint_stage("export_swapped", stage_iteration)
+    os.replace(new, final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_folder_atomically(final: Path, write: Callable[[Path], None], iteration: int = 0) -> None:
+    """Call `write(tmp)` to fill a fresh `.tmp_<name>` folder beside `final`, then swap it into place.
+
+    For exported models: a reader of `final` never sees a half-written folder. Leftovers of an
+    interrupted write (`.tmp_<name>`, `.old_<name>`) are removed first; a `.old_<name>` whose
+    `final` is missing (killed between the two renames) is put back.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp_{final.name}"
+    old = final.parent / f".old_{final.name}"
+    if old.exists() and not final.exists():
+        os.replace(old, final)
+    for stale in (tmp, old):
+        if stale.exists():
+            shutil.rmtree(stale)
+    tmp.mkdir()
+    write(tmp)
+    checkpoint_stage("export_written", iteration)
+    replace_folder(tmp, final, stage_iteration=iteration)
 
 
 def list_checkpoints(ckpt_root: Path) -> list[Path]:

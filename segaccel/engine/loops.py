@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from segaccel.data.collate import DROPPED_KEY, SKIPPED_KEY
 from segaccel.data.samplers import InfiniteSampler
+from segaccel.engine.checkpoint import checkpoint_stage
 from segaccel.engine.logging import logger
 
 if TYPE_CHECKING:
@@ -555,6 +556,8 @@ class ValLoop:
                 self.evaluator.process(outputs)
             evaluated += len(outputs)
             self.after_batch(batch, outputs, dropped)
+            if iteration is not None:
+                checkpoint_stage("validation", iteration)  # a fault-test kill point (no-op otherwise)
             if len(kept) < keep:
                 kept.extend(o.cpu() for o in outputs[: keep - len(kept)])
         self._report_skipped(skipped, evaluated)

@@ -22,6 +22,7 @@ import math
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -42,7 +43,13 @@ from segaccel.data import build_dataset, seg_collate
 from segaccel.data.crop_check import check_crop_size
 from segaccel.data.samplers import InfiniteSampler, ShardedEvalSampler
 from segaccel.data.streaming import SegStreamDataset, StreamCheckpoint, StreamLoader, stream_collate
-from segaccel.engine.checkpoint import latest_checkpoint, read_checkpoint_state, save_checkpoint
+from segaccel.engine.checkpoint import (
+    checkpoint_stage,
+    latest_checkpoint,
+    read_checkpoint_state,
+    save_checkpoint,
+    write_folder_atomically,
+)
 from segaccel.engine.logging import ScalarLogger, banner, logger, setup_logging
 from segaccel.engine.loops import (
     IterBasedTrainLoop,
@@ -53,6 +60,7 @@ from segaccel.engine.loops import (
 )
 from segaccel.engine.optim import build_optimizer
 from segaccel.engine.schedulers import build_lr_scheduler
+from segaccel.model_card import folder_model_name, is_generated_card
 from segaccel.models import Segmentor
 from segaccel.models.segmentor import load_pretrained_weights
 from segaccel.registry import LOOPS, METRICS, MODELS, ConfigError
@@ -475,6 +483,7 @@ class Runner:
 
     def after_train_iter(self, iteration: int, metrics: dict[str, float] | None) -> None:
         """Checkpoint at the interval and at the end; keep the best model by `save_best`."""
+        checkpoint_stage("after_step", iteration)
         if metrics and self.save_best:
             self._update_best(iteration, metrics)
         last = iteration == self.train_loop.max_iters
@@ -585,54 +594,68 @@ class Runner:
                 signal.signal(s, h)
 
     def publish_model(self, metrics: dict[str, float] | None = None) -> None:
-        """Complete `WORK_DIR/model`'s card and push it when `push_to_hub: true` (main process only).
+        """Push `WORK_DIR/model` when `push_to_hub: true` (main process only).
 
-        The last validation's per-class figures are added to `model/metrics.json` (`per_class`), the
-        model card is rewritten with them and the training command, and with `push_to_hub` the folder
-        is pushed to `hub_model_id` (default: the work dir's name; `hub_private: true` for a private
-        repo) through `segaccel.hub.push_model_dir`.
+        The folder is pushed to `hub_model_id` (default: the work dir's name; `hub_private: true` for
+        a private repo) through `segaccel.hub.push_model_dir`, with the card `export_model` wrote.
         """
         acc = self.accelerator
-        if acc.is_main_process:
-            from segaccel.hub import push_model_dir, write_model_card
+        if acc.is_main_process and self.cfg.get("push_to_hub"):
+            from segaccel.hub import push_model_dir
 
-            model_dir = self.work_dir / "model"
-            evaluator = getattr(self.val_loop, "evaluator", None)
-            per_class = getattr(evaluator, "per_class", None)
-            if metrics and per_class:
-                names = list(getattr(evaluator, "class_names", []))
-                table = {
-                    metric: {n: None if math.isnan(v) else round(float(v), 2) for n, v in zip(names, values)}
-                    for metric, values in per_class.items()
-                }
-                with open(model_dir / "metrics.json", "w", encoding="utf-8") as f:
-                    json.dump({**metrics, "per_class": table}, f, indent=2)
-            command = _command_line()
-            write_model_card(model_dir, train_command=command)
-            if self.cfg.get("push_to_hub"):
-                repo_id = self.cfg.get("hub_model_id") or self.work_dir.name
-                url = push_model_dir(
-                    model_dir,
-                    repo_id,
-                    private=True if self.cfg.get("hub_private") else None,
-                    commit_message=f"segaccel: {self.work_dir.name}, {self.train_loop.max_iters} iterations",
-                    train_command=command,
-                )
-                logger.info(f"pushed the final model to {repo_id}: {url}")
+            repo_id = self.cfg.get("hub_model_id") or self.work_dir.name
+            url = push_model_dir(
+                self.work_dir / "model",
+                repo_id,
+                private=True if self.cfg.get("hub_private") else None,
+                commit_message=f"segaccel: {self.work_dir.name}, {self.train_loop.max_iters} iterations",
+                train_command=_command_line(),
+            )
+            logger.info(f"pushed the final model to {repo_id}: {url}")
         acc.wait_for_everyone()
 
     def export_model(self, out_dir: Path, metrics: dict[str, float] | None = None) -> None:
-        """`save_pretrained` layout plus the resolved config and the metrics (main process only)."""
+        """Write `out_dir` (main process only): `save_pretrained`'s files, the resolved `config.yaml`,
+        `metrics.json` (with the last validation's per-class figures) and a model card with them and
+        the training command.
+
+        The folder is written beside `out_dir` and swapped into place (`write_folder_atomically`), so
+        a run killed while exporting never leaves a half-written model; a `README.md` written by
+        hand in `out_dir` is kept.
+        """
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            model = self.unwrapped_model
-            model.save_pretrained(out_dir)
-            dump_config(self.cfg, Path(out_dir) / "config.yaml")
-            if metrics:
-                with open(Path(out_dir) / "metrics.json", "w", encoding="utf-8") as f:
-                    json.dump(metrics, f, indent=2)
+            out_dir = Path(out_dir)
+            iteration = self.train_loop.iter if self.train_loop is not None else 0
+
+            def write(folder: Path) -> None:
+                dump_config(self.cfg, folder / "config.yaml")
+                if metrics:
+                    with open(folder / "metrics.json", "w", encoding="utf-8") as f:
+                        json.dump({**metrics, **self._per_class_table()}, f, indent=2)
+                readme = out_dir / "README.md"
+                if readme.is_file() and not is_generated_card(readme.read_text(encoding="utf-8")):
+                    shutil.copy2(readme, folder / "README.md")
+                card = {"model_name": folder_model_name(out_dir), "train_command": _command_line()}
+                self.unwrapped_model.save_pretrained(folder, model_card_kwargs=card)
+
+            write_folder_atomically(out_dir, write, iteration)
             logger.info(f"exported model to {out_dir}")
         self.accelerator.wait_for_everyone()
+
+    def _per_class_table(self) -> dict[str, Any]:
+        """`{"per_class": {metric: {class: value}}}` of the last validation (empty without one)."""
+        evaluator = getattr(self.val_loop, "evaluator", None)
+        per_class = getattr(evaluator, "per_class", None)
+        if not per_class:
+            return {}
+        names = list(getattr(evaluator, "class_names", []))
+        return {
+            "per_class": {
+                metric: {n: None if math.isnan(v) else round(float(v), 2) for n, v in zip(names, values)}
+                for metric, values in per_class.items()
+            }
+        }
 
     # ------------------------------------------------------------------------------------------
     # evaluation
