@@ -349,8 +349,15 @@ def build_dataset(
     id2label = dataset_id2label(dataset_cfg, hf_dataset)
     if dataset_cfg.get("palette") is not None:
         check_palette(dataset_cfg["palette"], num_classes or (len(id2label) if id2label else None))
+    pipeline = Compose(dataset_cfg.get("pipeline") or [PackSegInputs()], key=f"{key}.pipeline")
+    last = pipeline.transforms[-1] if pipeline.transforms else None
+    if not isinstance(last, PackSegInputs):
+        raise ConfigError(
+            f"{key}.pipeline: must end with {{type: PackSegInputs}} (it packs `inputs` and `data_samples` "
+            f"for the batch), but ends with {type(last).__name__}"
+        )
     options = dict(
-        pipeline=Compose(dataset_cfg.get("pipeline") or [PackSegInputs()], key=f"{key}.pipeline"),
+        pipeline=pipeline,
         image_column=image_column,
         label_column=label_column,
         reduce_zero_label=bool(dataset_cfg.get("reduce_zero_label", False)),

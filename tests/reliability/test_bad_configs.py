@@ -18,6 +18,7 @@ from segaccel.config import load_config  # noqa: E402
 from segaccel.engine.runner import Runner  # noqa: E402
 from segaccel.registry import ConfigError  # noqa: E402
 
+PACK = "{type: PackSegInputs}]"
 CASES = {
     "unknown type": (
         ["model.decode_head.type=SegformerHeed"],
@@ -50,6 +51,11 @@ CASES = {
         ConfigError,
         r"model\.decode_head\.num_classes is 5 but id2label has 2 classes",
     ),
+    "pipeline without PackSegInputs": (
+        ["train_dataloader.dataset.pipeline=[{type: RandomFlip, prob: 0.5}]"],
+        ConfigError,
+        r"train_dataloader\.dataset\.pipeline: must end with \{type: PackSegInputs\} .* ends with RandomFlip",
+    ),
     "unknown metric": (
         ["val_evaluator.type=MeanIoUU"],
         ConfigError,
@@ -66,7 +72,7 @@ CASES = {
         r"train_dataloader\.dataset\.pipeline\.0: RandomCrop: cat_max_ratio must be in \(0, 1\], got 2",
     ),
     "crop larger than every image, no padding": (
-        ["train_dataloader.dataset.pipeline=[{type: RandomCrop, crop_size: [24, 80]}, {type: RandomFlip}]"],
+        ["train_dataloader.dataset.pipeline=[{type: RandomCrop, crop_size: [24, 80]}, " + PACK],
         ConfigError,
         r"train_dataloader\.dataset\.pipeline\.0\.crop_size: RandomCrop's crop_size \(h, w\) = \(24, 80\) "
         r"is larger than every image that reaches it \(8 samples probed, \(h x w\) 32x48, ",
