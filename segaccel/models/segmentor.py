@@ -15,6 +15,7 @@ import copy
 import inspect
 import json
 import logging
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,8 @@ MODES = ("loss", "predict", "tensor")
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"  # transformers' image processor settings
 FLIP_DIMS = {"horizontal": (-1,), "vertical": (-2,), "diagonal": (-2, -1)}
 HEAD_PREFIXES = ("decode_head.", "auxiliary_head.")
+_UNKNOWN = object()  # min_input_size not probed yet
+_MAX_PROBE = 512  # the largest square side min_input_size tries
 
 
 class Segmentor(
@@ -88,11 +91,7 @@ class Segmentor(
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(format_version, int) or not 1 <= format_version <= FORMAT_VERSION:
-            raise ConfigError(
-                f"model.format_version: {format_version!r} is not supported by this segaccel (it reads "
-                f"1..{FORMAT_VERSION}); the model was probably saved by a newer segaccel"
-            )
+        _check_format_version(format_version)
         if init_cfg is not None:
             raise ConfigError(
                 "model.init_cfg is not supported: start from weights with `load_from` (a file, folder "
@@ -101,6 +100,13 @@ class Segmentor(
         for key, part in (("backbone", backbone), ("decode_head", decode_head)):
             if not isinstance(part, dict):
                 raise ConfigError(f"model.{key}: expected a mapping with a `type`, got {type(part).__name__}")
+        _check_num_classes(decode_head, "model.decode_head")
+        if isinstance(auxiliary_head, dict):
+            _check_num_classes(auxiliary_head, "model.auxiliary_head")
+        elif isinstance(auxiliary_head, (list, tuple)):
+            for i, head in enumerate(auxiliary_head):
+                if isinstance(head, dict):
+                    _check_num_classes(head, f"model.auxiliary_head[{i}]")
         if data_preprocessor is None:
             data_preprocessor = {}
         if not isinstance(data_preprocessor, dict):
@@ -309,7 +315,14 @@ class Segmentor(
         return self.whole_inference(inputs, metas)
 
     def whole_inference(self, inputs: torch.Tensor, batch_img_metas: list[dict]) -> torch.Tensor:
-        return self.encode_decode(inputs, batch_img_metas)
+        """The whole (padded) batch in one forward.
+
+        A batch smaller than the network takes (`min_input_size`, e.g. a 20x20 image through MiT, whose
+        first spatial-reduction conv needs a stage-1 map of at least 8x8) is padded right/bottom with
+        the preprocessor's `pad_val` up to that size, as the preprocessor's own `size_divisor` padding
+        would, and the logits are cropped back. A batch the network takes as it is runs unchanged.
+        """
+        return self._padded_encode_decode(inputs, batch_img_metas, self._min_input_size(inputs))
 
     def slide_inference(
         self, inputs: torch.Tensor, batch_img_metas: list[dict], crops_per_batch: int = 4
@@ -317,7 +330,10 @@ class Segmentor(
         """Overlapping `crop_size` windows every `stride`; logits summed and divided by a count map.
 
         As MMSegmentation: the last window of a row/column is shifted back to end at the border, and
-        a window is never larger than the image (so every window has the same size). Memory is bounded
+        a window is never larger than the image. The model only ever sees `crop_size` windows, the size
+        it was trained on: a window of an image smaller than the crop (in one or both dimensions) is
+        padded right/bottom with the preprocessor's `pad_val` up to `crop_size` (and further, should
+        the crop be smaller than `min_input_size`), and its logits are cropped back. Memory is bounded
         by the crops and the output, not by the image: windows go through the model a few at a time
         (`crops_per_batch` crops per forward, at least one window of every image), and their logits
         are added in place into the output-sized sum; the count map is one `(1, 1, H, W)` plane.
@@ -333,7 +349,8 @@ class Segmentor(
                 y2 = min(h_idx * h_stride + h_crop, h_img)
                 x2 = min(w_idx * w_stride + w_crop, w_img)
                 windows.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
-        crop_hw = (windows[0][1] - windows[0][0], windows[0][3] - windows[0][2])
+        min_h, min_w = self._min_input_size(inputs) or (1, 1)
+        window_hw = (max(h_crop, min_h), max(w_crop, min_w))  # what the model sees
         preds = inputs.new_zeros((n, self.out_channels, h_img, w_img))
         count = inputs.new_zeros((1, 1, h_img, w_img))
         per_forward = max(1, crops_per_batch // n)
@@ -341,14 +358,99 @@ class Segmentor(
             group = windows[start : start + per_forward]
             crops = torch.cat([inputs[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in group])
             crop_metas = [
-                {**m, "img_shape": crop_hw, "pad_shape": crop_hw} for _ in group for m in batch_img_metas
+                {**m, "img_shape": tuple(crops.shape[-2:]), "pad_shape": tuple(crops.shape[-2:])}
+                for _ in group
+                for m in batch_img_metas
             ]
-            crop_logits = self.encode_decode(crops, crop_metas)
+            crop_logits = self._padded_encode_decode(crops, crop_metas, window_hw)
             for i, (y1, y2, x1, x2) in enumerate(group):
                 preds[:, :, y1:y2, x1:x2] += crop_logits[i * n : (i + 1) * n]
                 count[:, :, y1:y2, x1:x2] += 1
             del crops, crop_logits
         return preds.div_(count)
+
+    def _padded_encode_decode(
+        self, inputs: torch.Tensor, batch_img_metas: list[dict], min_hw: Sequence[int] | None
+    ) -> torch.Tensor:
+        """`encode_decode` of `inputs` padded right/bottom with `pad_val` to at least `min_hw`, its
+        logits cropped back to the input size; inputs already that large go through untouched."""
+        h, w = inputs.shape[-2:]
+        if min_hw is None or (h >= min_hw[0] and w >= min_hw[1]):
+            return self.encode_decode(inputs, batch_img_metas)
+        pad_h, pad_w = max(h, int(min_hw[0])), max(w, int(min_hw[1]))
+        padded = F.pad(inputs, (0, pad_w - w, 0, pad_h - h), value=self.pad_val)
+        metas = [{**m, "pad_shape": (pad_h, pad_w)} for m in batch_img_metas]
+        return self.encode_decode(padded, metas)[:, :, :h, :w]
+
+    @property
+    def pad_val(self) -> float:
+        """The value padded image pixels get (after normalisation): the data preprocessor's `pad_val`."""
+        return float(getattr(self.data_preprocessor, "pad_val", 0))
+
+    def min_input_size(self, like: torch.Tensor | None = None) -> tuple[int, int] | None:
+        """The smallest `(h, w)` input the network (backbone, neck, decode head) takes; None if unknown.
+
+        Found once, by running the network (eval mode, no grad) on blank inputs, squares of 1, 2, 4,
+        ... 512 pixels, then bisecting the height and width; the result is kept on the model. A size
+        at which the forward raises counts as too small: that error is never shown, but no real image
+        is ever hidden by it either; an image the network cannot take even padded to this size fails
+        with the network's own error. None when no square up to 512 runs (a network that takes only
+        one fixed size, say): inputs are then never padded. Assumes, as for convolutional and MiT
+        backbones, that a network taking a size takes every larger one. `like` gives the channels,
+        device and dtype of the blank inputs (default: the model's).
+        """
+        if like is None:
+            param = next(self.parameters())
+            channels = int(self.data_preprocessor.mean.shape[0]) if self.data_preprocessor.normalize else 3
+            like = param.new_zeros((1, channels, 1, 1))
+        return self._min_input_size(like)
+
+    def _min_input_size(self, like: torch.Tensor) -> tuple[int, int] | None:
+        cached = self.__dict__.get("_min_input_hw", _UNKNOWN)
+        if cached is not _UNKNOWN:
+            return cached
+        channels = like.shape[1]
+
+        def runs(h: int, w: int) -> bool:
+            x = like.new_zeros((1, channels, h, w))
+            meta = {"ori_shape": (h, w), "img_shape": (h, w), "pad_shape": (h, w)}
+            try:
+                self.encode_decode(x, [meta])
+            except Exception:  # too small for some layer (a conv kernel, a pooling, an assert, ...)
+                return False
+            return True
+
+        def smallest(lo: int, hi: int, fits) -> int:  # fits(lo) is False or lo == 0, fits(hi) is True
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+            return hi
+
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                result = None
+                side, previous = 1, 0
+                while side <= _MAX_PROBE and not runs(side, side):
+                    side, previous = side * 2, side
+                if side <= _MAX_PROBE:
+                    square = smallest(previous, side, lambda s: runs(s, s))
+                    result = (
+                        smallest(0, square, lambda s: runs(s, square)),
+                        smallest(0, square, lambda s: runs(square, s)),
+                    )
+        finally:
+            self.train(was_training)
+        if result is not None and result != (1, 1):
+            logger.info(
+                "the network takes inputs of at least %dx%d (h x w); smaller images and slide windows are "
+                "padded with pad_val=%s up to that size and their logits cropped back",
+                *result,
+                self.pad_val,
+            )
+        self.__dict__["_min_input_hw"] = result
+        return result
 
     def postprocess_result(
         self, seg_logits: torch.Tensor, data_samples: list[SegDataSample]
@@ -462,8 +564,17 @@ class Segmentor(
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any
     ) -> Segmentor:
-        """`PyTorchModelHubMixin.from_pretrained` (see `_from_pretrained`); a broken JSON file says so."""
+        """`PyTorchModelHubMixin.from_pretrained` (see `_from_pretrained`).
+
+        `config.json` is read and checked first, so that a malformed one (not JSON, not an object, a part
+        that is not an object, a layout version newer than this segaccel reads, ...) gives a ConfigError
+        naming the file and what was expected, before anything is built.
+        """
+        model_id = str(pretrained_model_name_or_path)
         try:
+            found, config = _read_config_json(model_id, kwargs)
+            if found:
+                _check_config_json(config, f"{model_id}/{constants.CONFIG_NAME}", given=kwargs)
             return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         except json.JSONDecodeError as exc:
             raise ConfigError(
@@ -683,6 +794,11 @@ def _pair(value: Any, key: str) -> list[int]:
 
 
 def _check_test_cfg(test_cfg: dict | None) -> dict[str, Any]:
+    if test_cfg is not None and not isinstance(test_cfg, dict):
+        raise ConfigError(
+            f"model.test_cfg: expected a mapping ({{mode: whole}} or {{mode: slide, crop_size, stride}}), "
+            f"got {type(test_cfg).__name__}"
+        )
     cfg = dict(test_cfg or {})
     mode = cfg.pop("mode", "whole")
     if mode == "whole":
@@ -699,6 +815,117 @@ def _check_test_cfg(test_cfg: dict | None) -> dict[str, Any]:
             raise ConfigError(f"model.test_cfg: unknown keys for mode 'slide': {', '.join(sorted(cfg))}")
         return {"mode": "slide", "crop_size": crop_size, "stride": stride}
     raise ConfigError(f"model.test_cfg.mode: expected 'whole' or 'slide', got {mode!r}")
+
+
+def _check_format_version(version: Any) -> int:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise ConfigError(
+            f"model.format_version: expected an int (the config.json layout version, 1..{FORMAT_VERSION}), "
+            f"got {version!r}"
+        )
+    if version > FORMAT_VERSION:
+        raise ConfigError(
+            f"model.format_version: {version} is not supported by this segaccel (it reads "
+            f"1..{FORMAT_VERSION}); the model was saved by a newer segaccel: upgrade segaccel to load it"
+        )
+    if version < 1:
+        raise ConfigError(f"model.format_version: expected 1..{FORMAT_VERSION}, got {version}")
+    return version
+
+
+def _check_num_classes(head: dict, key: str) -> None:
+    """A head's `num_classes`, when given, is a positive int (not a bool, a float or a string)."""
+    value = head.get("num_classes")
+    if "num_classes" in head and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise ConfigError(f"{key}.num_classes: expected a positive int, got {value!r}")
+
+
+_JSON_KINDS = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
+# What each config.json entry must be (None: may be null); the parts' own contents are checked when built.
+_CONFIG_JSON_ENTRIES: dict[str, tuple[type | None, ...]] = {
+    "backbone": (dict,),
+    "decode_head": (dict,),
+    "neck": (dict, None),
+    "auxiliary_head": (dict, list, None),
+    "data_preprocessor": (dict, None),
+    "test_cfg": (dict, None),
+    "id2label": (dict, None),
+    "label2id": (dict, None),
+    "palette": (list, None),
+    "test_pipeline": (list, None),
+    "format_version": (int,),
+    "init_cfg": (dict, None),
+}
+
+
+def _json_kind(value: Any) -> str:
+    return _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def _read_config_json(model_id: str, kwargs: dict[str, Any]) -> tuple[bool, Any]:
+    """`(True, the parsed config.json)` of a folder or a Hub repo (cache), `(False, None)` without one.
+
+    Located as the Hub mixin does; when it cannot be found or downloaded here, the mixin looks for it
+    again and reports the problem its own way.
+    """
+    if os.path.isdir(model_id):
+        path = os.path.join(model_id, constants.CONFIG_NAME)
+        if not os.path.isfile(path):
+            return False, None
+    else:
+        hub_kwargs = {
+            k: kwargs[k]
+            for k in ("revision", "cache_dir", "force_download", "token", "local_files_only")
+            if k in kwargs
+        }
+        try:
+            path = hf_hub_download(repo_id=model_id, filename=constants.CONFIG_NAME, **hub_kwargs)
+        except (OSError, EntryNotFoundError, ValueError):  # not found, offline, a bad repo id, ...
+            return False, None
+    with open(path, encoding="utf-8") as f:
+        return True, json.load(f)
+
+
+def _check_config_json(config: Any, where: str, given: dict[str, Any]) -> None:
+    """A ConfigError naming `where` (the file) unless `config` has the layout `save_pretrained` writes.
+
+    Entries the caller passes to `from_pretrained` (`given`) replace the file's and are not checked here.
+    A transformers SegFormer config (`model_type: segformer`) is checked by its converter instead.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f'{where}: expected a JSON object describing the model ({{"backbone": {{...}}, '
+            f'"decode_head": {{...}}, ...}}), got {_json_kind(config)}'
+        )
+    if is_transformers_segformer(config):
+        return
+    if "format_version" in config and "format_version" not in given:
+        try:
+            _check_format_version(config["format_version"])
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+    missing = [k for k in ("backbone", "decode_head") if k not in config and k not in given]
+    if missing:
+        raise ConfigError(f"{where}: missing {' and '.join(missing)} (objects with a `type`)")
+    for key, kinds in _CONFIG_JSON_ENTRIES.items():
+        if key not in config or key in given:
+            continue
+        value = config[key]
+        ok = any(
+            value is None if kind is None else isinstance(value, kind) and not isinstance(value, bool)
+            for kind in kinds
+        )
+        if not ok:
+            names = [{dict: "an object", list: "an array", int: "an int"}.get(k, "null") for k in kinds]
+            raise ConfigError(f"{where}: `{key}` must be {' or '.join(names)}, got {_json_kind(value)}")
 
 
 def _check_id2label(id2label: dict | None, num_classes: int) -> dict[int, str] | None:
@@ -724,6 +951,9 @@ def _check_label2id(label2id: dict | None, id2label: dict[int, str] | None) -> d
         return None if id2label is None else {v: k for k, v in id2label.items()}
     if not isinstance(label2id, dict):
         raise ConfigError(f"model.label2id: expected a mapping, got {type(label2id).__name__}")
+    bad = {k: v for k, v in label2id.items() if not isinstance(v, numbers.Integral) or isinstance(v, bool)}
+    if bad:
+        raise ConfigError(f"model.label2id: values must be class indices (ints), got {bad}")
     label2id = {str(k): int(v) for k, v in label2id.items()}
     if id2label is not None and any(id2label.get(i) != name for name, i in label2id.items()):
         raise ConfigError(f"model.label2id {label2id} does not match model.id2label {id2label}")
@@ -733,10 +963,17 @@ def _check_label2id(label2id: dict | None, id2label: dict[int, str] | None) -> d
 def _check_palette(palette: list | None) -> list[list[int]] | None:
     if palette is None:
         return None
+    if not isinstance(palette, Sequence) or isinstance(palette, str):
+        raise ConfigError(f"model.palette: expected a list of [r, g, b], got {type(palette).__name__}")
     out = []
     for i, colour in enumerate(palette):
-        if not isinstance(colour, Sequence) or len(colour) != 3:
-            raise ConfigError(f"model.palette[{i}]: expected [r, g, b], got {colour!r}")
+        if (
+            not isinstance(colour, Sequence)
+            or len(colour) != 3
+            or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and 0 <= c <= 255
+                       for c in colour)
+        ):
+            raise ConfigError(f"model.palette[{i}]: expected [r, g, b] ints in 0..255, got {colour!r}")
         out.append([int(c) for c in colour])
     return out
 

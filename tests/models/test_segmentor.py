@@ -246,10 +246,15 @@ def test_slide_equals_whole_when_one_crop_covers_the_image():
     whole = tiny_model()
     slide = tiny_model(test_cfg={"mode": "slide", "crop_size": (16, 16), "stride": (8, 8)})
     slide.load_state_dict(whole.state_dict())
-    x = torch.randn(2, 3, 12, 16)
-    metas = [{"ori_shape": (12, 16), "img_shape": (12, 16)}] * 2
+    x = torch.randn(2, 3, 16, 16)  # exactly one crop
+    metas = [{"ori_shape": (16, 16), "img_shape": (16, 16)}] * 2
     with torch.no_grad():
         assert torch.equal(slide.inference(x, metas), whole.inference(x, metas))
+        # an image smaller than the crop: its one window is padded (pad_val 0) up to the crop
+        small = x[:, :, :12, :]
+        padded = F.pad(small, (0, 0, 0, 4), value=0.0)
+        expected = whole.inference(padded, metas)[:, :, :12, :]
+        assert torch.equal(slide.inference(small, metas), expected)
 
 
 def test_slide_averages_overlapping_windows():
