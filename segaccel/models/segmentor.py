@@ -406,6 +406,7 @@ class Segmentor(
         return self._min_input_size(like)
 
     def _min_input_size(self, like: torch.Tensor) -> tuple[int, int] | None:
+        """`min_input_size` with blank inputs like `like` (its channels, device and dtype); cached."""
         cached = self.__dict__.get("_min_input_hw", _UNKNOWN)
         if cached is not _UNKNOWN:
             return cached
@@ -426,7 +427,9 @@ class Segmentor(
                 lo, hi = (lo, mid) if fits(mid) else (mid, hi)
             return hi
 
-        was_training = self.training
+        # Eval mode for the probe (no BN statistics updated); each module's own mode is restored after it,
+        # so a frozen BN stays in eval in a training model.
+        modes = [(module, module.training) for module in self.modules()]
         self.eval()
         try:
             with torch.no_grad():
@@ -441,7 +444,8 @@ class Segmentor(
                         smallest(0, square, lambda s: runs(square, s)),
                     )
         finally:
-            self.train(was_training)
+            for module, training in modes:
+                module.training = training
         if result is not None and result != (1, 1):
             logger.info(
                 "the network takes inputs of at least %dx%d (h x w); smaller images and slide windows are "

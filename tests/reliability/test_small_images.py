@@ -217,9 +217,10 @@ def test_finding_the_minimum_leaves_the_model_as_it_was():
     path, overrides = CONFIGS["segformer"]
     torch.manual_seed(0)
     model = MODELS.build(load_config(ROOT / path, overrides)["model"], key="model").train()
+    model.decode_head.fusion_conv.eval()  # a frozen part of a training model stays frozen
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert model.min_input_size() == (29, 29)
-    assert model.training
+    assert model.training and model.backbone.training and not model.decode_head.fusion_conv.training
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN statistics untouched
     calls = []
