@@ -35,3 +35,20 @@ def _restore_segaccel_logger():
         handler.close()
     log.propagate = True
     log.setLevel(logging.NOTSET)
+
+
+@pytest.fixture
+def offline_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache folder, with HF_HUB_OFFLINE=1 (environment and constants).
+
+    `huggingface_hub` reads both when it is imported, so its `constants` are patched too.
+    """
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache

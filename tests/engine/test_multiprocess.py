@@ -7,32 +7,22 @@ them (else each would train alone — the test asserts the world size it got). T
 final model must equal a 1-process evaluation of the exported model.
 """
 
-import socket
 import subprocess
-import sys
 
 import pytest
 import torch
-from engine_helpers import ROOT, TRAIN_SCRIPT, read_scalars
+from engine_helpers import ROOT, TRAIN_SCRIPT, read_scalars, two_process_launch
 
 from segaccel import Segmentor
 from segaccel.config import load_config
 from segaccel.engine.runner import Runner
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.e2e
 def test_two_cpu_processes_validate_as_one(tiny_config, tmp_path, fresh_accelerate):
     work_dir = tmp_path / "run"
     overrides = ["train_cfg.max_iters=2", "train_cfg.val_interval=1", "default_hooks.checkpoint.interval=1"]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    launch += ["--main_process_port", str(free_port())]
+    launch = two_process_launch()
     result = subprocess.run(
         [*launch, str(TRAIN_SCRIPT), str(tiny_config), "--work-dir", str(work_dir), *overrides],
         cwd=ROOT,

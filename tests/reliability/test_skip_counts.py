@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from engine_helpers import ROOT, TINY_CONFIG, TRAIN_SCRIPT, read_scalars  # noqa: E402
+from engine_helpers import ROOT, TINY_CONFIG, TRAIN_SCRIPT, read_scalars, two_process_launch  # noqa: E402
 
 from segaccel import Segmentor  # noqa: E402
 from segaccel.config import load_config  # noqa: E402
@@ -258,12 +257,6 @@ def test_run_counts_every_skip_over_workers_and_validates_the_good_rows_only(tmp
 # --- two real processes (gloo) ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.e2e
 def test_two_processes_sum_their_skips(tmp_path):
     data = tmp_path / "data"
@@ -271,9 +264,7 @@ def test_two_processes_sum_their_skips(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG)
     max_iters = 3  # 2 processes x 2 samples x 3 steps = 12 of 8 rows: two epochs
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    launch += ["--main_process_port", str(free_port())]
+    launch = two_process_launch()
     work = tmp_path / "run"
     result = subprocess.run(
         [*launch, str(TRAIN_SCRIPT), str(config), "--work-dir", str(work), *overrides(data, max_iters)],

@@ -16,7 +16,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
 from hub_testing import cache_folder, tiny_segformer  # noqa: E402
-from huggingface_hub import constants  # noqa: E402
 
 from segaccel.models import Segmentor  # noqa: E402
 from segaccel.registry import ConfigError  # noqa: E402
@@ -179,18 +178,6 @@ MALFORMED = {
         r"config\.json: model\.format_version: expected an int",
     ),
 }
-
-
-@pytest.fixture
-def offline_cache(tmp_path, monkeypatch):
-    """An empty Hugging Face cache with HF_HUB_OFFLINE=1 (as tests/hub's fixture of the same name)."""
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    return cache
 
 
 @pytest.mark.parametrize("name", list(MALFORMED))
