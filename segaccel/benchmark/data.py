@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from segaccel.benchmark.table import format_table
 from segaccel.config import load_config
 from segaccel.data import dataset_from_config, seg_collate
 from segaccel.data.samplers import InfiniteSampler
@@ -166,17 +167,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "ms_per_sample": round(1000 / rate * max(workers, 1), 1),
             }
         )
-    print(_table(rows))
+    print(format_table(rows))
     print(f"(main process torch threads: {torch.get_num_threads()}; DataLoader workers use 1 each)")
     if tmp is not None:
         tmp.cleanup()
     return rows
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    header = list(rows[0])
-    cells = [header, *([str(row[k]) for k in header] for row in rows)]
-    widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)

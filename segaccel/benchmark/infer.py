@@ -36,6 +36,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from segaccel.benchmark.table import format_table
+
 DEFAULT_CONFIG = "configs/segformer/segformer_mit-b0_8xb1-160k_cityscapes-1024x1024.yaml"
 
 
@@ -162,11 +164,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         if proc.exitcode != 0:
             raise RuntimeError(f"the {mode} measurement failed (exit code {proc.exitcode})")
         rows.append(queue.get())
-    keys = list(rows[0])
-    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
-    print("  ".join(k.ljust(widths[k]) for k in keys))
-    for r in rows:
-        print("  ".join(str(r[k]).ljust(widths[k]) for k in keys))
+    print(format_table(rows))
     return rows
 
 
@@ -180,15 +178,10 @@ def slide_windows(
     crops_per_batch: int = 4,
 ) -> torch.Tensor:
     """`Segmentor.slide_inference`'s loop around any `encode(crops) -> logits at crop size`."""
-    (h_crop, w_crop), (h_stride, w_stride) = crop, stride
+    from segaccel.models.segmentor import slide_windows
+
     n, _, h_img, w_img = inputs.shape
-    h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
-    w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
-    windows = []
-    for h_idx in range(h_grids):
-        for w_idx in range(w_grids):
-            y2, x2 = min(h_idx * h_stride + h_crop, h_img), min(w_idx * w_stride + w_crop, w_img)
-            windows.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+    windows = slide_windows((h_img, w_img), crop, stride)
     preds = inputs.new_zeros((n, out_channels, h_img, w_img))
     count = inputs.new_zeros((1, 1, h_img, w_img))
     per_forward = max(1, crops_per_batch // n)
@@ -325,9 +318,5 @@ def run_speed(args: argparse.Namespace) -> list[dict]:
         f"{torch.get_num_threads()} threads; slide: {crop[0]}x{crop[1]} windows every "
         f"{stride[0]}x{stride[1]}; median of {args.steps} after {args.warmup} warm-up"
     )
-    keys = list(rows[0])
-    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) for k in keys}
-    print("  ".join(k.ljust(widths[k]) for k in keys))
-    for r in rows:
-        print("  ".join(str(r[k]).ljust(widths[k]) for k in keys))
+    print(format_table(rows))
     return rows

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segaccel.benchmark.table import format_table
 from segaccel.evaluation import IoUMetric
 from segaccel.structures import PixelData, SegDataSample
 
@@ -254,14 +255,5 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         f"({pairs / 1e6:.1f} M label pairs), median of {args.repeats} runs, torch threads "
         f"{torch.get_num_threads()}; mIoU {reference['mIoU']:.2f} by both"
     )
-    print(_table(rows))
+    print(format_table(rows))
     return rows
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    header = list(rows[0])
-    cells = [header, *([str(row[k]) for k in header] for row in rows)]
-    widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from segaccel.benchmark.table import format_table
 from segaccel.config import load_config
 from segaccel.structures import PixelData, SegDataSample
 
@@ -336,16 +337,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     )
     if peak:
         print(f"measured {args.precision} matmul peak: {peak / 1e9:.1f} GFLOP/s")
-    print(_table(rows))
+    print(format_table(rows))
     if len(rows) > 1:
         print("step time vs segaccel > 1: that model's step is slower than ours by this factor")
     return rows
-
-
-def _table(rows: list[dict[str, Any]]) -> str:
-    header = list(rows[0])
-    cells = [header, *([str(row.get(k)) for k in header] for row in rows)]
-    widths = [max(len(r[j]) for r in cells) for j in range(len(header))]
-    lines = ["  ".join(c.ljust(wd) for c, wd in zip(r, widths)) for r in cells]
-    lines.insert(1, "  ".join("-" * wd for wd in widths))
-    return "\n".join(lines)

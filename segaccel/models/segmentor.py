@@ -338,17 +338,9 @@ class Segmentor(
         (`crops_per_batch` crops per forward, at least one window of every image), and their logits
         are added in place into the output-sized sum; the count map is one `(1, 1, H, W)` plane.
         """
-        h_stride, w_stride = self.test_cfg["stride"]
         h_crop, w_crop = self.test_cfg["crop_size"]
         n, _, h_img, w_img = inputs.shape
-        h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
-        w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
-        windows = []
-        for h_idx in range(h_grids):
-            for w_idx in range(w_grids):
-                y2 = min(h_idx * h_stride + h_crop, h_img)
-                x2 = min(w_idx * w_stride + w_crop, w_img)
-                windows.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+        windows = slide_windows((h_img, w_img), self.test_cfg["crop_size"], self.test_cfg["stride"])
         min_h, min_w = self._min_input_size(inputs) or (1, 1)
         window_hw = (max(h_crop, min_h), max(w_crop, min_w))  # what the model sees
         preds = inputs.new_zeros((n, self.out_channels, h_img, w_img))
@@ -676,8 +668,10 @@ class Segmentor(
         if unexpected:
             problems.append(f"unexpected keys (in the weights, not in the model): {', '.join(unexpected)}")
         if mismatched:
-            shapes = [f"{k}: weights {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-                      for k in mismatched]
+            shapes = [
+                f"{k}: weights {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+                for k in mismatched
+            ]
             problems.append("shape mismatches: " + "; ".join(shapes))
         if mismatched or (strict and problems):
             hint = " (pass num_classes= to fine-tune to another class count)" if mismatched else ""
@@ -795,6 +789,26 @@ def _pair(value: Any, key: str) -> list[int]:
     ):
         raise ConfigError(f"{key}: expected a positive int or (h, w), got {value!r}")
     return [int(value[0]), int(value[1])]
+
+
+def slide_windows(
+    img_hw: Sequence[int], crop_size: Sequence[int], stride: Sequence[int]
+) -> list[tuple[int, int, int, int]]:
+    """The `(y1, y2, x1, x2)` windows of slide inference over an `img_hw` image, row by row.
+
+    As MMSegmentation: a window every `stride`, the last of a row/column shifted back to end at the
+    border, none larger than the image.
+    """
+    (h_img, w_img), (h_crop, w_crop), (h_stride, w_stride) = img_hw, crop_size, stride
+    h_grids = max(h_img - h_crop + h_stride - 1, 0) // h_stride + 1
+    w_grids = max(w_img - w_crop + w_stride - 1, 0) // w_stride + 1
+    windows = []
+    for h_idx in range(h_grids):
+        for w_idx in range(w_grids):
+            y2 = min(h_idx * h_stride + h_crop, h_img)
+            x2 = min(w_idx * w_stride + w_crop, w_img)
+            windows.append((max(y2 - h_crop, 0), y2, max(x2 - w_crop, 0), x2))
+    return windows
 
 
 def _check_test_cfg(test_cfg: dict | None) -> dict[str, Any]:
@@ -974,8 +988,9 @@ def _check_palette(palette: list | None) -> list[list[int]] | None:
         if (
             not isinstance(colour, Sequence)
             or len(colour) != 3
-            or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) and 0 <= c <= 255
-                       for c in colour)
+            or not all(
+                isinstance(c, numbers.Integral) and not isinstance(c, bool) and 0 <= c <= 255 for c in colour
+            )
         ):
             raise ConfigError(f"model.palette[{i}]: expected [r, g, b] ints in 0..255, got {colour!r}")
         out.append([int(c) for c in colour])
@@ -1034,6 +1049,7 @@ def _load_kwargs(
 
 def _missing_keys(own: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor]) -> list[str]:
     """Model keys absent from `loaded`; a key tied to a loaded one (shared storage) is not missing."""
+
     def storage(t: torch.Tensor) -> tuple:
         return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
 
@@ -1067,8 +1083,15 @@ def _torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
         out = dtype
     else:
         name = str(dtype).removeprefix("torch.")
-        name = {"fp16": "float16", "half": "float16", "bf16": "bfloat16", "fp32": "float32",
-                "float": "float32", "fp64": "float64", "double": "float64"}.get(name, name)
+        name = {
+            "fp16": "float16",
+            "half": "float16",
+            "bf16": "bfloat16",
+            "fp32": "float32",
+            "float": "float32",
+            "fp64": "float64",
+            "double": "float64",
+        }.get(name, name)
         out = getattr(torch, name, None)
     if out is not None and (not isinstance(out, torch.dtype) or not out.is_floating_point):
         raise ValueError(f"dtype={dtype!r}: expected a floating torch dtype (torch.bfloat16, 'float16', ...)")

@@ -161,3 +161,18 @@ def test_binary_heads_other_than_segformer(head_type):
     assert set(losses) == {"decode.loss_focal", "decode.acc_seg"}
     out = net.eval().predict(torch.randn(1, 3, 32, 32))[0]
     torch.testing.assert_close(out.pred_sem_seg.data, (out.seg_logits.data > 0.3).long())
+
+
+def test_slide_windows_match_mmsegmentations_grid():
+    from segaccel.models.segmentor import slide_windows
+
+    # 512x1024 with 512 crops every 341: three windows, the last shifted back to end at the border
+    assert slide_windows((512, 1024), (512, 512), (341, 341)) == [
+        (0, 512, 0, 512),
+        (0, 512, 341, 853),
+        (0, 512, 512, 1024),
+    ]
+    # an image lower than the crop: one row of windows as high as the image
+    assert slide_windows((20, 80), (32, 32), (24, 24)) == [(0, 20, 0, 32), (0, 20, 24, 56), (0, 20, 48, 80)]
+    # row by row, and a grid that fits exactly
+    assert slide_windows((4, 4), (2, 2), (2, 2)) == [(0, 2, 0, 2), (0, 2, 2, 4), (2, 4, 0, 2), (2, 4, 2, 4)]
