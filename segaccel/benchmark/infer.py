@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from segaccel.benchmark.memory import peak_memory_mib, reset_cpu_peak, status_kib
 from segaccel.benchmark.table import format_table
 
 DEFAULT_CONFIG = "configs/segformer/segformer_mit-b0_8xb1-160k_cityscapes-1024x1024.yaml"
@@ -72,14 +73,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--channels-last", action="store_true")
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
 def _measure(args: dict[str, Any], queue: Any) -> None:
     import torch
 
@@ -104,13 +97,8 @@ def _measure(args: dict[str, Any], queue: Any) -> None:
     mode = args["mode"]
     with torch.inference_mode():  # warm-up on one small crop: one-time allocations out of the peak
         model.encode_decode(inputs[:, :, :64, :64], [{"img_shape": (64, 64), "pad_shape": (64, 64)}])
-    baseline = _status_kib("VmRSS")
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-        reset = True
-    except OSError:
-        reset = False
+    baseline = status_kib("VmRSS")
+    reset = reset_cpu_peak() is not None  # VmHWM from here on
     start = time.perf_counter()
     with torch.inference_mode():
         if mode == "slide":
@@ -127,7 +115,7 @@ def _measure(args: dict[str, Any], queue: Any) -> None:
             out[:, :, :ch, :cw] += logits[:1]
             count[:, :, :ch, :cw] += 1
     seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     queue.put(
         {
             "mode": mode,
@@ -135,8 +123,8 @@ def _measure(args: dict[str, Any], queue: Any) -> None:
             "crop / stride": f"{crop[0]}x{crop[1]} / {stride[0]}x{stride[1]}",
             "crops/forward": args["crops_per_batch"],
             "output MiB": round(out.numel() * out.element_size() / 2**20, 1),
-            "peak growth MiB": round((peak - baseline) / 1024, 1) if reset else None,
-            "peak RSS MiB": round(peak / 1024, 1),
+            "peak growth MiB": round((peak - baseline) / 1024, 1) if reset and peak and baseline else None,
+            "peak RSS MiB": round(peak / 1024, 1) if peak else None,
             "seconds": round(seconds, 2),
         }
     )
@@ -194,31 +182,9 @@ def slide_windows(
     return preds.div_(count)
 
 
-def _reset_peak(device: torch.device) -> int | None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        return None
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-    except OSError:
-        return None
-    return _status_kib("VmRSS")
-
-
-def _peak_mib(device: torch.device, base: int | None) -> float | None:
-    if device.type == "cuda":
-        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return None if base is None else round((_status_kib("VmHWM") - base) / 1024, 1)
-
-
 def _peak_of_one_call(fn: Callable[[], Any], device: torch.device) -> float | None:
-    base = _reset_peak(device)
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return _peak_mib(device, base)
+    peak = peak_memory_mib(fn, device)
+    return None if peak is None else round(peak, 1)
 
 
 def _time_alternating(fns: list[Callable[[], Any]], steps: int, device: torch.device) -> list[list[float]]:

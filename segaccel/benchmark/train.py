@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from segaccel.benchmark.memory import peak_memory_mib
 from segaccel.benchmark.table import format_table
 from segaccel.config import load_config
 from segaccel.structures import PixelData, SegDataSample
@@ -159,27 +160,6 @@ def make_optimizer(model: torch.nn.Module, impl: str) -> torch.optim.Optimizer:
 
 
 # --- measuring -------------------------------------------------------------------------------------
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_cpu_peak() -> int | None:
-    """Reset VmHWM to the current RSS; the RSS then (KiB), or None where Linux /proc is missing."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
-            f.write("5")
-    except OSError:
-        return None
-    return _status_kib("VmRSS")
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -246,18 +226,6 @@ def step_flops(
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             forward(batch)
     return 3 * counter.get_total_flops()
-
-
-def peak_memory_mib(step: Callable[[], None], device: torch.device) -> float | None:
-    """Peak memory of one step: CUDA's max allocated, or the growth of the CPU's peak RSS."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    base = _reset_cpu_peak()
-    step()
-    hwm = _status_kib("VmHWM")
-    return (hwm - base) / 1024 if base is not None and hwm is not None else None
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
