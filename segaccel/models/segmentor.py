@@ -27,16 +27,20 @@ from huggingface_hub import ModelCard, PyTorchModelHubMixin, constants, hf_hub_d
 from huggingface_hub.errors import EntryNotFoundError
 from torch import nn
 
-from segaccel.convert import (
-    convert_mmseg_state_dict,
-    is_transformers_segformer,
-    mit_state_dict_from_transformers,
-    read_state_dict,
-    segformer_config_from_transformers,
-    segformer_state_dict_from_transformers,
-)
 from segaccel.registry import MODELS, ConfigError
 from segaccel.structures import PixelData, SegDataSample
+
+from .checkpoint_formats import format_of_config
+from .weights import (
+    foreign_model_kwargs,
+    load_checked_state_dict,
+    load_pretrained_weights,  # noqa: F401  (importable here until segaccel.engine imports it from .weights)
+    load_transformers_mit,
+    read_checkpoint,
+    torch_dtype,
+    transformers_encoder,
+    weights_source,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +48,7 @@ FORMAT_VERSION = 1
 """Version of the `config.json` layout written by `save_pretrained`; bumped on incompatible changes."""
 
 MODES = ("loss", "predict", "tensor")
-PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"  # transformers' image processor settings
 FLIP_DIMS = {"horizontal": (-1,), "vertical": (-2,), "diagonal": (-2, -1)}
-HEAD_PREFIXES = ("decode_head.", "auxiliary_head.")
 _UNKNOWN = object()  # min_input_size not probed yet
 _MAX_PROBE = 512  # the largest square side min_input_size tries
 
@@ -122,7 +124,7 @@ class Segmentor(
         auxiliary_head = _complete_defaults(_to_json(auxiliary_head, "model.auxiliary_head"))
         data_preprocessor = _complete_defaults(_to_json(data_preprocessor, "model.data_preprocessor"))
 
-        hub_pretrained = _hub_pretrained(backbone)
+        hub_pretrained = transformers_encoder(backbone)
         if hub_pretrained is None:
             self.backbone = MODELS.build(backbone, key="model.backbone")
         else:  # a transformers MiT encoder (a repo id or folder): built bare, then loaded and converted
@@ -560,18 +562,26 @@ class Segmentor(
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any
     ) -> Segmentor:
-        """`PyTorchModelHubMixin.from_pretrained` (see `_from_pretrained`).
+        """`PyTorchModelHubMixin.from_pretrained` (see `_from_pretrained`), from any source the weights door
+        (`segaccel.models.weights`) reads: a model folder, a Hub id (`org/name`; `org/name@revision`
+        pins a revision), or a weights file (`.safetensors`, `.bin`, `.pth`, `.pt`), the model then being
+        described by the `config.json` beside the file (or by keyword arguments such as `backbone=`).
 
         `config.json` is read and checked first, so that a malformed one (not JSON, not an object, a part
         that is not an object, a layout version newer than this segaccel reads, ...) gives a ConfigError
         naming the file and what was expected, before anything is built.
         """
-        model_id = str(pretrained_model_name_or_path)
+        source = weights_source(pretrained_model_name_or_path, kwargs.pop("revision", None))
+        if source.kind == "hub":
+            kwargs["revision"] = source.revision
+        elif source.kind == "file":
+            kwargs["weights_file"] = source.location
+        model_id = source.model_location
         try:
             found, config = _read_config_json(model_id, kwargs)
             if found:
                 _check_config_json(config, f"{model_id}/{constants.CONFIG_NAME}", given=kwargs)
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            return super().from_pretrained(model_id, *args, **kwargs)
         except json.JSONDecodeError as exc:
             raise ConfigError(
                 f"{pretrained_model_name_or_path}: {constants.CONFIG_NAME} (or another JSON file of the "
@@ -594,14 +604,17 @@ class Segmentor(
         strict: bool = True,
         num_classes: int | None = None,
         config: dict | None = None,
+        weights_file: str | None = None,
         **model_kwargs: Any,
     ) -> Segmentor:
         """Build the model from `config.json` and load its weights, strictly by default.
 
         `model_id` is a local folder or a Hub repo id (downloaded with `revision`, `cache_dir`,
         `token`, `local_files_only`, `force_download`, or read from the Hugging Face cache when
-        offline). A transformers SegFormer repo (`model_type: segformer` in its config.json) is
-        converted on load. `device` (or `map_location`) and `dtype` place the loaded model.
+        offline); `weights_file` replaces its weights by a file's (set by `from_pretrained` when given
+        a file). A foreign repo (a `model_type` of `checkpoint_formats.CHECKPOINT_FORMATS` in its
+        config.json, e.g. a transformers SegFormer) is converted on load, and so are foreign weights.
+        `device` (or `map_location`) and `dtype` place the loaded model.
 
         `strict=True` raises on any missing, unexpected or mis-shaped weight, naming them. Passing
         `num_classes=` (or an `id2label=` of another length) builds heads for that many classes and
@@ -609,18 +622,17 @@ class Segmentor(
         Other keyword arguments override config.json entries (e.g. `test_cfg=`).
         """
         hub_kwargs = dict(
-            revision=revision,
-            cache_dir=cache_dir,
-            force_download=force_download,
-            token=token,
-            local_files_only=local_files_only,
+            cache_dir=cache_dir, force_download=force_download, token=token, local_files_only=local_files_only
         )
-        from_transformers = is_transformers_segformer(config)
-        if from_transformers:
-            model_kwargs, config = _transformers_kwargs(model_id, config, model_kwargs, hub_kwargs)
+        source = weights_source(model_id, revision)
+        saved_config = config
+        foreign = format_of_config(config)
+        if foreign is not None:
+            model_kwargs, config = foreign_model_kwargs(foreign, source, config, model_kwargs, **hub_kwargs)
         elif config is None and "backbone" not in model_kwargs:
             raise FileNotFoundError(
-                f"{model_id}: no {constants.CONFIG_NAME} found; it describes the model to build"
+                f"{model_id}: no {constants.CONFIG_NAME} found; it describes the model to build (pass "
+                "backbone=, decode_head=, ... to build one without it)"
             )
         unknown = sorted(set(config or {}) - set(inspect.signature(cls.__init__).parameters) - {"self"})
         if unknown:
@@ -634,13 +646,12 @@ class Segmentor(
         except ConfigError as exc:
             raise ConfigError(f"{model_id}/{constants.CONFIG_NAME}: {exc}") from exc
 
-        weights_file = _weights_file(model_id, hub_kwargs)
-        state_dict = read_state_dict(weights_file)  # safetensors, or a pickle with weights_only=True
-        if from_transformers:
-            state_dict = segformer_state_dict_from_transformers(state_dict)
-            logger.info("%s: converted transformers SegFormer weights to segaccel's names", model_id)
-        model.load_weights(state_dict, strict=strict, reinit_heads=reinit_heads, source=weights_file)
-        model.to(device=device if device is not None else map_location, dtype=_torch_dtype(dtype))
+        weights = weights_source(weights_file) if weights_file is not None else source
+        checkpoint = read_checkpoint(weights, config=saved_config, **hub_kwargs)
+        model.load_weights(
+            checkpoint.state_dict, strict=strict, reinit_heads=reinit_heads, source=checkpoint.file
+        )
+        model.to(device=device if device is not None else map_location, dtype=torch_dtype(dtype))
         model.eval()
         return model
 
@@ -651,43 +662,13 @@ class Segmentor(
         reinit_heads: bool = False,
         source: str = "state_dict",
     ) -> None:
-        """Load a state dict, reporting every missing, unexpected and mis-shaped key by name.
+        """Load a state dict, reporting every missing, unexpected and mis-shaped key by name
+        (`weights.load_checked_state_dict`).
 
         `reinit_heads=True` skips head weights whose shape differs (a new class count) and logs them.
         With `strict=False`, missing and unexpected keys are logged instead of raising.
         """
-        own = self.state_dict()
-        missing = _missing_keys(own, state_dict)
-        unexpected = sorted(k for k in state_dict if k not in own)
-        mismatched = sorted(k for k in state_dict if k in own and state_dict[k].shape != own[k].shape)
-        reinit = [k for k in mismatched if reinit_heads and k.startswith(HEAD_PREFIXES)]
-        mismatched = [k for k in mismatched if k not in reinit]
-        problems = []
-        if missing:
-            problems.append(f"missing keys (in the model, not in the weights): {', '.join(missing)}")
-        if unexpected:
-            problems.append(f"unexpected keys (in the weights, not in the model): {', '.join(unexpected)}")
-        if mismatched:
-            shapes = [
-                f"{k}: weights {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-                for k in mismatched
-            ]
-            problems.append("shape mismatches: " + "; ".join(shapes))
-        if mismatched or (strict and problems):
-            hint = " (pass num_classes= to fine-tune to another class count)" if mismatched else ""
-            raise RuntimeError(
-                f"{source}: the weights do not match the model built from its config{hint}:\n  "
-                + "\n  ".join(problems)
-                + ("\n  Pass strict=False to load the matching keys anyway." if not mismatched else "")
-            )
-        if problems:
-            logger.warning("%s: loaded non-strictly; %s", source, "; ".join(problems))
-        if reinit:
-            logger.warning(
-                "%s: re-initialised for the new class count (shape differs): %s", source, ", ".join(reinit)
-            )
-        kept = {k: v for k, v in state_dict.items() if k not in reinit and k in own}
-        self.load_state_dict(kept, strict=False)
+        load_checked_state_dict(self, state_dict, strict=strict, reinit_heads=reinit_heads, source=source)
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -916,14 +897,14 @@ def _check_config_json(config: Any, where: str, given: dict[str, Any]) -> None:
     """A ConfigError naming `where` (the file) unless `config` has the layout `save_pretrained` writes.
 
     Entries the caller passes to `from_pretrained` (`given`) replace the file's and are not checked here.
-    A transformers SegFormer config (`model_type: segformer`) is checked by its converter instead.
+    A foreign config (a transformers SegFormer's `model_type: segformer`, ...) is checked by its converter.
     """
     if not isinstance(config, dict):
         raise ConfigError(
             f'{where}: expected a JSON object describing the model ({{"backbone": {{...}}, '
             f'"decode_head": {{...}}, ...}}), got {_json_kind(config)}'
         )
-    if is_transformers_segformer(config):
+    if format_of_config(config) is not None:
         return
     if "format_version" in config and "format_version" not in given:
         try:
@@ -1045,194 +1026,3 @@ def _load_kwargs(
                 continue
             kwargs[key] = None
     return kwargs, True
-
-
-def _missing_keys(own: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor]) -> list[str]:
-    """Model keys absent from `loaded`; a key tied to a loaded one (shared storage) is not missing."""
-
-    def storage(t: torch.Tensor) -> tuple:
-        return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride())
-
-    present = {storage(t) for k, t in own.items() if k in loaded and t.numel() > 0}
-    return sorted(
-        k for k, t in own.items() if k not in loaded and (t.numel() == 0 or storage(t) not in present)
-    )
-
-
-def _weights_file(model_id: str, hub_kwargs: dict[str, Any]) -> str:
-    """`model.safetensors` (preferred) or `pytorch_model.bin` from a folder or a Hub repo."""
-    names = (constants.SAFETENSORS_SINGLE_FILE, constants.PYTORCH_WEIGHTS_NAME)
-    if os.path.isdir(model_id):
-        for name in names:
-            path = os.path.join(model_id, name)
-            if os.path.isfile(path):
-                return path
-        raise FileNotFoundError(f"{model_id}: no weights file ({' or '.join(names)})")
-    try:
-        return hf_hub_download(repo_id=model_id, filename=names[0], **hub_kwargs)
-    except EntryNotFoundError as exc:  # not in the repo, or (offline) not in the cache
-        try:
-            return hf_hub_download(repo_id=model_id, filename=names[1], **hub_kwargs)
-        except EntryNotFoundError:
-            raise exc from None
-
-
-def _torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """`torch.float16`, `"float16"`, `"fp16"`, `"bf16"`, `"torch.bfloat16"`, ... → a floating torch dtype."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        out = dtype
-    else:
-        name = str(dtype).removeprefix("torch.")
-        name = {
-            "fp16": "float16",
-            "half": "float16",
-            "bf16": "bfloat16",
-            "fp32": "float32",
-            "float": "float32",
-            "fp64": "float64",
-            "double": "float64",
-        }.get(name, name)
-        out = getattr(torch, name, None)
-    if out is not None and (not isinstance(out, torch.dtype) or not out.is_floating_point):
-        raise ValueError(f"dtype={dtype!r}: expected a floating torch dtype (torch.bfloat16, 'float16', ...)")
-    return out
-
-
-def _optional_json(model_id: str, filename: str, hub_kwargs: dict[str, Any]) -> dict | None:
-    """A JSON file from a folder or a Hub repo, or None when the repo (or the offline cache) lacks it."""
-    if os.path.isdir(model_id):
-        path = os.path.join(model_id, filename)
-        if not os.path.isfile(path):
-            return None
-    else:
-        try:
-            path = hf_hub_download(repo_id=model_id, filename=filename, **hub_kwargs)
-        except EntryNotFoundError:
-            return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _transformers_kwargs(
-    model_id: str, config: dict, model_kwargs: dict[str, Any], hub_kwargs: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Our constructor arguments and config for a transformers SegFormer repo.
-
-    The Hub mixin fills `id2label`/`label2id` from transformers' config.json; those are replaced by
-    the converted config, while arguments the caller gave (other values) still override it.
-    """
-    preprocessor = _optional_json(model_id, PREPROCESSOR_CONFIG_NAME, hub_kwargs)
-    try:
-        converted = segformer_config_from_transformers(config, preprocessor)
-    except (KeyError, ValueError) as exc:
-        raise ConfigError(f"{model_id}: cannot convert this transformers SegFormer config: {exc}") from exc
-    given = {k: v for k, v in model_kwargs.items() if k not in config or config[k] != v}
-    logger.info("%s: transformers SegFormer (model_type: segformer); converting it on load", model_id)
-    return {**converted, **given}, converted
-
-
-def _hub_pretrained(backbone: dict[str, Any] | None) -> str | None:
-    """A MiT `pretrained` that names a transformers encoder (a Hub repo id or a folder), else None.
-
-    A local weights file stays the backbone's own business (`MixVisionTransformer.load_pretrained`).
-    """
-    if not isinstance(backbone, dict) or backbone.get("type") != "MixVisionTransformer":
-        return None
-    pretrained = backbone.get("pretrained")
-    if not isinstance(pretrained, str) or os.path.isfile(pretrained):
-        return None
-    return pretrained
-
-
-def load_transformers_mit(backbone: nn.Module, repo_or_dir: str, **hub_kwargs: Any) -> None:
-    """Initialise our `MixVisionTransformer` from a transformers SegFormer encoder (strictly).
-
-    `repo_or_dir` is a Hub repo id such as `nvidia/mit-b2` (the ImageNet encoders, downloaded or
-    read from the Hugging Face cache) or a local folder with a transformers SegFormer `config.json`
-    and weights. The encoder weights of any SegFormer repo (classification or segmentation) work;
-    its classifier or decode head is left out.
-    """
-    config = _optional_json(repo_or_dir, constants.CONFIG_NAME, hub_kwargs)
-    if not is_transformers_segformer(config):
-        raise ConfigError(
-            f"model.backbone.pretrained: {repo_or_dir!r} is neither a local weights file nor a transformers "
-            "SegFormer repo or folder (its config.json must say model_type: segformer)"
-        )
-    weights_file = _weights_file(repo_or_dir, hub_kwargs)
-    state = mit_state_dict_from_transformers(read_state_dict(weights_file))
-    result = backbone.load_state_dict(state, strict=False)
-    own = backbone.state_dict()
-    mismatched = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
-    if result.missing_keys or result.unexpected_keys or mismatched:
-        raise RuntimeError(
-            f"model.backbone.pretrained: {repo_or_dir} does not match this MixVisionTransformer "
-            f"(check arch/embed_dims/num_layers/num_heads against its config.json); missing keys: "
-            f"{result.missing_keys[:8]}, unexpected keys: {result.unexpected_keys[:8]}, "
-            f"shape mismatches: {mismatched[:8]}"
-        )
-    eps = getattr(backbone, "layer_norm_eps", None)
-    if eps is not None and eps != 1e-5:
-        logger.warning(
-            "model.backbone: %s was trained with LayerNorm eps 1e-5 (transformers) but this backbone has "
-            "layer_norm_eps=%s; set layer_norm_eps: 1.0e-5 to reproduce its features exactly",
-            repo_or_dir,
-            eps,
-        )
-    logger.info("initialised the backbone from %s (transformers SegFormer encoder weights)", repo_or_dir)
-
-
-def load_pretrained_weights(
-    model: Segmentor,
-    path_or_repo_id: str | os.PathLike,
-    *,
-    strict: bool = False,
-    revision: str | None = None,
-    cache_dir: str | Path | None = None,
-    token: str | bool | None = None,
-    local_files_only: bool = False,
-    force_download: bool = False,
-) -> str:
-    """Load weights into a built model from a file, a model folder or a Hub repo id (`load_from:`).
-
-    - a file: `.safetensors`, or a pickle (`.pth`/`.bin`/`.pt`, e.g. an MMSegmentation model-zoo
-      checkpoint, its `state_dict` unwrapped) read with `torch.load(weights_only=True)`;
-    - a folder or a Hub repo id: its `model.safetensors` (or `pytorch_model.bin`); a transformers
-      SegFormer (`model_type: segformer` in its config.json) is converted to our names.
-
-    `strict=False` (fine-tuning) loads every matching weight and re-initialises head weights whose
-    shape differs (another class count), logging which; `strict=True` requires an exact match.
-    Returns the weights file that was read.
-    """
-    source = str(path_or_repo_id)
-    hub_kwargs = dict(
-        revision=revision,
-        cache_dir=cache_dir,
-        force_download=force_download,
-        token=token,
-        local_files_only=local_files_only,
-    )
-    if os.path.isfile(source):
-        weights_file = source
-        state = read_state_dict(source)
-        if not source.endswith(".safetensors"):
-            state = convert_mmseg_state_dict(state)
-    else:
-        if not os.path.isdir(source) and _looks_like_a_path(source):
-            raise FileNotFoundError(f"no weights file or model folder at {source}")
-        config = _optional_json(source, constants.CONFIG_NAME, hub_kwargs)
-        weights_file = _weights_file(source, hub_kwargs)
-        state = read_state_dict(weights_file)
-        if is_transformers_segformer(config):
-            state = segformer_state_dict_from_transformers(state)
-    model.load_weights(state, strict=strict, reinit_heads=not strict, source=weights_file)
-    logger.info("loaded weights from %s", weights_file)
-    return weights_file
-
-
-def _looks_like_a_path(source: str) -> bool:
-    """A local path (absolute, relative with ./ or ../, ~, or a weights file name), not a Hub repo id."""
-    return (
-        source.startswith(("/", "./", "../", "~", "\\"))
-        or source.endswith((".safetensors", ".pth", ".pt", ".bin", ".ckpt"))
-        or source.count("/") > 1
-    )

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from segaccel.inference import inference_model
 from segaccel.models import Segmentor
-from segaccel.models.segmentor import load_pretrained_weights
+from segaccel.models.weights import load_pretrained_weights
 
 X = torch.randn(2, 3, 40, 56, generator=torch.Generator().manual_seed(0))
 
@@ -125,7 +125,7 @@ def test_fine_tuning_from_a_cached_repo_reinitialises_only_the_classifier(tmp_pa
     source.save_pretrained(tmp_path / "m")
     cache_folder(offline_cache, "org/pretrained", tmp_path / "m")
     names = {0: "background", 1: "building", 2: "tree", 3: "water", 4: "field"}
-    with caplog.at_level(logging.WARNING, logger="segaccel.models.segmentor"):
+    with caplog.at_level(logging.WARNING, logger="segaccel.models"):
         model = Segmentor.from_pretrained("org/pretrained", id2label=names)
     assert model.num_classes == 5 and model.id2label == names and model.label2id["water"] == 3
     assert model.palette is None  # the saved colours were for the 3 old classes
@@ -190,7 +190,7 @@ def test_load_pretrained_weights_from_a_file_a_folder_and_a_repo(tmp_path, offli
                 "decode_head": {**source.config["decode_head"], "num_classes": 6},
             }
         )
-        with caplog.at_level(logging.WARNING, logger="segaccel.models.segmentor"):
+        with caplog.at_level(logging.WARNING, logger="segaccel.models"):
             used = load_pretrained_weights(target, where)
         state = target.state_dict()
         assert all(torch.equal(state[k], v) for k, v in expected.items()), where

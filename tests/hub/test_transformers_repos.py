@@ -18,7 +18,7 @@ from hub_testing import REPO_ROOT, cache_folder, cache_repo
 
 from segaccel.inference import inference_model
 from segaccel.models import Segmentor
-from segaccel.models.segmentor import load_pretrained_weights
+from segaccel.models.weights import load_pretrained_weights
 
 transformers = pytest.importorskip("transformers")
 
@@ -78,7 +78,7 @@ def tf_repo(tmp_path_factory):
 def test_from_pretrained_converts_a_cached_transformers_repo(tf_repo, offline_cache, caplog):
     tf_model, folder = tf_repo
     cache_folder(offline_cache, "nvidia/segformer-tiny-finetuned-ade", folder)
-    with caplog.at_level(logging.INFO, logger="segaccel.models.segmentor"):
+    with caplog.at_level(logging.INFO, logger="segaccel.models"):
         ours = Segmentor.from_pretrained("nvidia/segformer-tiny-finetuned-ade")
     assert "model_type: segformer" in caplog.text
     x = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(3))
@@ -113,7 +113,7 @@ def test_a_converted_model_segments_an_image_as_transformers_does(tf_repo, offli
 def test_fine_tuning_and_load_from_a_transformers_repo(tf_repo, offline_cache, caplog):
     tf_model, folder = tf_repo
     cache_folder(offline_cache, "nvidia/segformer-tiny-finetuned-ade", folder)
-    with caplog.at_level(logging.WARNING, logger="segaccel.models.segmentor"):
+    with caplog.at_level(logging.WARNING, logger="segaccel.models"):
         two = Segmentor.from_pretrained("nvidia/segformer-tiny-finetuned-ade", id2label={0: "bg", 1: "road"})
     assert two.num_classes == 2 and "decode_head.conv_seg.weight" in caplog.text
     converted = Segmentor.from_pretrained("nvidia/segformer-tiny-finetuned-ade")
@@ -169,7 +169,7 @@ def test_mit_pretrained_from_an_imagenet_encoder_repo(tmp_path, offline_cache, c
 
     # MMSegmentation's eps with transformers' weights: it works, and says what differs
     cache_folder(offline_cache, "nvidia/mit-tiny", tmp_path / "mit-tiny")
-    with caplog.at_level(logging.WARNING, logger="segaccel.models.segmentor"):
+    with caplog.at_level(logging.WARNING, logger="segaccel.models"):
         Segmentor(backbone={**backbone, "layer_norm_eps": 1e-6}, decode_head=head)
     assert "layer_norm_eps=1e-06" in caplog.text
     with pytest.raises(RuntimeError, match="does not match this MixVisionTransformer"):

@@ -340,7 +340,7 @@ def test_from_pretrained_is_strict_and_names_the_keys(tmp_path, caplog):
     message = str(info.value)
     assert "missing keys (in the model, not in the weights): decode_head.conv_seg.bias" in message
     assert "unexpected keys (in the weights, not in the model): decode_head.extra.weight" in message
-    with caplog.at_level(logging.WARNING, logger="segaccel.models.segmentor"):
+    with caplog.at_level(logging.WARNING, logger="segaccel.models"):
         loaded = Segmentor.from_pretrained(tmp_path, strict=False)
     assert "decode_head.conv_seg.bias" in caplog.text
     assert torch.equal(loaded.decode_head.conv_seg.weight, weights["decode_head.conv_seg.weight"])
@@ -356,7 +356,7 @@ def test_shape_mismatch_raises_unless_the_class_count_is_changed(tmp_path, caplo
         model.load_weights(weights, source="other.safetensors")
 
     # fine-tuning to 5 classes: the classifier is re-initialised (and said so), the rest is loaded
-    with caplog.at_level(logging.WARNING, logger="segaccel.models.segmentor"):
+    with caplog.at_level(logging.WARNING, logger="segaccel.models"):
         five = Segmentor.from_pretrained(tmp_path, num_classes=5)
     assert five.num_classes == 5 and five.decode_head.conv_seg.weight.shape[0] == 5
     assert five.id2label is None and five.palette is None  # the saved names were for 3 classes
