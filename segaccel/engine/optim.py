@@ -13,17 +13,22 @@ optim_wrapper:
 
 `custom_keys` match substrings of parameter names, the longest key first (as MMEngine). Parameters
 with equal `(lr_mult, decay_mult)` share one param group, so foreach/fused kernels stay fast.
+Parameters without gradients (a frozen backbone) are in no group. The groups are logged (with
+layer-wise decay, named `layer_<id>_decay`/`layer_<id>_no_decay` as MMSegmentation's log does).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from torch import nn
 
-from segaccel.engine.layer_decay import layer_decay_multipliers
+from segaccel.engine.layer_decay import layer_decay_multipliers, layer_ids
 from segaccel.registry import OPTIMIZERS
+
+logger = logging.getLogger(__name__)
 
 _NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,
@@ -86,17 +91,49 @@ def build_optimizer(model: nn.Module, optim_wrapper: dict[str, Any]) -> torch.op
     mults = param_multipliers(model, optim_wrapper.get("paramwise_cfg"))
     params = dict(model.named_parameters())
 
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    groups: dict[tuple[float, float], list[str]] = {}
     for name, key in mults.items():
-        groups.setdefault(key, []).append(params[name])
+        groups.setdefault(key, []).append(name)
     param_groups = [
         {
-            "params": ps,
+            "params": [params[name] for name in names],
             "lr": lr * lr_mult,
             "weight_decay": weight_decay * decay_mult,
             "lr_mult": lr_mult,
             "decay_mult": decay_mult,
         }
-        for (lr_mult, decay_mult), ps in groups.items()
+        for (lr_mult, decay_mult), names in groups.items()
     ]
-    return OPTIMIZERS.build(opt_cfg, key="optim_wrapper.optimizer", params=param_groups)
+    optimizer = OPTIMIZERS.build(opt_cfg, key="optim_wrapper.optimizer", params=param_groups)
+    logger.info(describe_param_groups(model, optim_wrapper.get("paramwise_cfg"), groups, lr, weight_decay))
+    return optimizer
+
+
+def describe_param_groups(
+    model: nn.Module,
+    paramwise_cfg: dict[str, Any] | None,
+    groups: dict[tuple[float, float], list[str]],
+    lr: float,
+    weight_decay: float,
+) -> str:
+    """One line per param group: its name, lr, weight decay, size and first/last parameter names."""
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    lines = [f"optimizer param groups ({len(groups)}; {frozen / 1e6:.2f} M frozen parameters in none):"]
+    ids = {}
+    if paramwise_cfg and "decay_rate" in paramwise_cfg:
+        ids = layer_ids(model, paramwise_cfg["num_layers"], paramwise_cfg.get("decay_type", "layer_wise"))
+    params = dict(model.named_parameters())
+    rows = []
+    for (lr_mult, decay_mult), names in groups.items():
+        if ids:
+            label = f"layer_{ids[names[0]]}_{'decay' if decay_mult else 'no_decay'}"
+        else:
+            label = f"lr_mult {lr_mult:g}, decay_mult {decay_mult:g}"
+        span = names[0] if len(names) == 1 else f"{names[0]} ... {names[-1]}"
+        size = sum(params[n].numel() for n in names)
+        rows.append(
+            (ids.get(names[0], 0), f"  {label}: lr {lr * lr_mult:.4g} (x{lr_mult:.4g}), weight_decay "
+             f"{weight_decay * decay_mult:g}, {len(names)} tensors / {size / 1e6:.3f} M: {span}")
+        )
+    lines += [row for _, row in sorted(rows, key=lambda r: r[0])]
+    return "\n".join(lines)
