@@ -166,7 +166,7 @@ def slide_windows(
     crops_per_batch: int = 4,
 ) -> torch.Tensor:
     """`Segmentor.slide_inference`'s loop around any `encode(crops) -> logits at crop size`."""
-    from segaccel.models.segmentor import slide_windows
+    from segaccel.models.inference_modes import slide_windows
 
     n, _, h_img, w_img = inputs.shape
     windows = slide_windows((h_img, w_img), crop, stride)

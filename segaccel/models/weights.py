@@ -32,7 +32,7 @@ from torch import nn
 from segaccel.convert import is_transformers_segformer, mit_state_dict_from_transformers, read_state_dict
 from segaccel.registry import ConfigError
 
-from .checkpoint_formats import CheckpointFormat, format_of
+from .checkpoint_formats import CheckpointFormat, format_of, format_of_config
 
 logger = logging.getLogger(__name__)
 
@@ -281,19 +281,26 @@ def _missing_keys(own: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor])
     )
 
 
-# --- foreign repos for from_pretrained -----------------------------------------------------------
-def foreign_model_kwargs(
-    fmt: CheckpointFormat,
-    source: WeightsSource,
-    config: dict[str, Any],
-    model_kwargs: dict[str, Any],
-    **hub_kwargs: Any,
+# --- from_pretrained: foreign repos, dtype --------------------------------------------------------------
+def model_config(
+    source: WeightsSource, config: dict[str, Any] | None, model_kwargs: dict[str, Any], **hub_kwargs: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Our constructor arguments and config for a foreign repo (`fmt.model_type` in its config.json).
+    """`from_pretrained`'s arguments and config.json in our layout: a foreign repo's converted.
 
-    The Hub mixin fills `id2label`/`label2id` from the foreign config.json; those are replaced by the
-    converted config, while arguments the caller gave (other values) still override it.
+    A foreign repo has a `model_type` of `CHECKPOINT_FORMATS` in its config.json (a transformers
+    SegFormer's `segformer`, ...); its config (and `preprocessor_config.json`) is converted. The Hub
+    mixin fills `id2label`/`label2id` from the foreign config.json; those are replaced by the converted
+    config, while arguments the caller gave (other values) still override it. Without a config.json,
+    the caller's arguments must describe the model (`backbone=`, `decode_head=`, ...).
     """
+    fmt = format_of_config(config)
+    if fmt is None:
+        if config is None and "backbone" not in model_kwargs:
+            raise FileNotFoundError(
+                f"{source.model_location}: no {constants.CONFIG_NAME} found; it describes the model to build "
+                "(pass backbone=, decode_head=, ... to build one without it)"
+            )
+        return model_kwargs, config or {}
     preprocessor = read_model_json(source, PREPROCESSOR_CONFIG_NAME, **hub_kwargs)
     try:
         converted = fmt.convert_config(config, preprocessor)

@@ -164,7 +164,7 @@ def test_binary_heads_other_than_segformer(head_type):
 
 
 def test_slide_windows_match_mmsegmentations_grid():
-    from segaccel.models.segmentor import slide_windows
+    from segaccel.models.inference_modes import slide_windows
 
     # 512x1024 with 512 crops every 341: three windows, the last shifted back to end at the border
     assert slide_windows((512, 1024), (512, 512), (341, 341)) == [
