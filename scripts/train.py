@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 from segaccel.config import load_config  # noqa: E402
-from segaccel.engine.loops import NonFiniteLossError, TrainingInterrupted  # noqa: E402
+from segaccel.engine.loop_context import NonFiniteLossError, TrainingInterrupted  # noqa: E402
 from segaccel.engine.runner import Runner  # noqa: E402
 
 

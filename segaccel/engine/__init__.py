@@ -2,14 +2,9 @@
 
 import torch
 
-from segaccel.engine.loops import (
-    EpochBasedTrainLoop,
-    IterBasedTrainLoop,
-    NonFiniteLossError,
-    TestLoop,
-    TrainingInterrupted,
-    ValLoop,
-)
+from segaccel.engine.eval_loops import TestLoop, ValLoop
+from segaccel.engine.loop_context import LoopContext, LoopHooks, NonFiniteLossError, TrainingInterrupted
+from segaccel.engine.loops import EpochBasedTrainLoop, IterBasedTrainLoop
 from segaccel.engine.schedulers import CosineAnnealingLR, LinearLR, MultiStepLR, PolyLR, StepLR
 from segaccel.registry import LOOPS, OPTIMIZERS, SCHEDULERS
 
@@ -24,6 +19,8 @@ __all__ = [
     "TestLoop",
     "NonFiniteLossError",
     "TrainingInterrupted",
+    "LoopContext",
+    "LoopHooks",
     "LinearLR",
     "PolyLR",
     "CosineAnnealingLR",

@@ -5,54 +5,34 @@ all are done, the main process writes `segaccel_state.json` and renames the fold
 A folder named `iter_<N>` therefore always holds a complete checkpoint; a leftover `.tmp_*` folder
 from an interrupted write is never loaded and is cleaned up by the next save.
 
-The stages of a write are named so tests can stop a run at each one deterministically: set
-`SEGACCEL_KILL_AT=<stage>` (and optionally `SEGACCEL_KILL_AT_ITER=<N>`) and the process kills
-itself with SIGKILL on reaching it. Stages, in order:
-
-- `before_save`: nothing of this checkpoint written yet;
-- `files_written`: Accelerate's files (model, optimizer, scheduler, RNG states) are in the
-  temporary folder, `segaccel_state.json` is not;
-- `state_written`: the temporary folder is complete but not yet renamed;
-- `renamed`: `iter_<N>` is in place, older checkpoints not yet pruned;
-- `pruned`: done.
-
-Exported model folders (`WORK_DIR/model`, `WORK_DIR/best_model`) are written the same way
-(`write_folder_atomically`), with the stages `export_written` (the new folder is complete beside
-the old one) and `export_swapped` (the old one moved aside, the new one not yet in place). Between
-checkpoints, `after_step` (an optimizer step taken, its checkpoint not yet written) and
-`validation` (in the middle of a validation pass) stop a run where no file is being written.
+The stages of a write are kill points of the interruption tests (`CHECKPOINT_STAGES` in
+`segaccel.engine.fault_injection`): `before_save`, `files_written` (Accelerate's files written,
+`segaccel_state.json` not), `state_written` (complete, not renamed), `renamed`, `pruned`. Exported
+model folders are written the same way (`segaccel.engine.atomic`, `segaccel.engine.export`).
 
 Besides `iter_<N>`, a checkpoint may be saved under another name (`best_mIoU`): `--resume` only
-ever picks `iter_<N>` folders.
+ever picks `iter_<N>` folders. Resuming (`resume_path`, `restore_checkpoint`) says which config
+keys changed since the checkpoint was written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import re
 import shutil
-import signal
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
 
+from segaccel.config import to_plain
+from segaccel.engine.atomic import replace_folder, write_json_atomically
+from segaccel.engine.fault_injection import kill_point
+from segaccel.engine.logging import flat_config, logger
+
 STATE_FILE = "segaccel_state.json"
-CHECKPOINT_STAGES = ("before_save", "files_written", "state_written", "renamed", "pruned")
-EXPORT_STAGES = ("export_written", "export_swapped")
 _ITER_DIR = re.compile(r"^iter_(\d+)$")
-
-
-def checkpoint_stage(stage: str, iteration: int) -> None:
-    """Kill this process with SIGKILL if `SEGACCEL_KILL_AT` names this stage (fault tests)."""
-    if os.environ.get("SEGACCEL_KILL_AT") != stage:
-        return
-    at_iter = os.environ.get("SEGACCEL_KILL_AT_ITER")
-    if at_iter is not None and int(at_iter) != iteration:
-        return
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def save_checkpoint(
@@ -76,7 +56,7 @@ def save_checkpoint(
     name = name or f"iter_{iteration}"
     final = ckpt_root / name
     tmp = ckpt_root / f".tmp_{name}"
-    checkpoint_stage("before_save", iteration)
+    kill_point("before_save", iteration)
     if accelerator.is_main_process:
         ckpt_root.mkdir(parents=True, exist_ok=True)
         for stale in ckpt_root.glob(".tmp_*"):
@@ -84,60 +64,17 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     accelerator.wait_for_everyone()
-    checkpoint_stage("files_written", iteration)
+    kill_point("files_written", iteration)
     if accelerator.is_main_process:
-        _write_json(tmp / STATE_FILE, {"iteration": iteration, **extra_state})
-        checkpoint_stage("state_written", iteration)
+        write_json_atomically(tmp / STATE_FILE, {"iteration": iteration, **extra_state})
+        kill_point("state_written", iteration)
         replace_folder(tmp, final)
-        checkpoint_stage("renamed", iteration)
+        kill_point("renamed", iteration)
         if max_keep > 0:
             prune_checkpoints(ckpt_root, max_keep, keep=keep)
-        checkpoint_stage("pruned", iteration)
+        kill_point("pruned", iteration)
     accelerator.wait_for_everyone()
     return final
-
-
-def replace_folder(new: Path, final: Path, stage_iteration: int | None = None) -> None:
-    """Put the complete folder `new` at `final`, replacing what is there, never leaving a mix.
-
-    A folder cannot be replaced by a rename in one step, so the old one is first renamed aside
-    (`.old_<name>`), the new one renamed into place, then the old one deleted: a kill at any
-    moment leaves `final` complete (old or new) or, between the renames, absent with the old
-    copy kept beside it. With `stage_iteration`, the `export_swapped` fault stage is passed.
-    """
-    new, final = Path(new), Path(final)
-    old = final.parent / f".old_{final.name}"
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    if stage_iteration is not None:
-        checkpoint_stage("export_swapped", stage_iteration)
-    os.replace(new, final)
-    _fsync_dir(final.parent)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def write_folder_atomically(final: Path, write: Callable[[Path], None], iteration: int = 0) -> None:
-    """Call `write(tmp)` to fill a fresh `.tmp_<name>` folder beside `final`, then swap it into place.
-
-    For exported models: a reader of `final` never sees a half-written folder. Leftovers of an
-    interrupted write (`.tmp_<name>`, `.old_<name>`) are removed first; a `.old_<name>` whose
-    `final` is missing (killed between the two renames) is put back.
-    """
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp_{final.name}"
-    old = final.parent / f".old_{final.name}"
-    if old.exists() and not final.exists():
-        os.replace(old, final)
-    for stale in (tmp, old):
-        if stale.exists():
-            shutil.rmtree(stale)
-    tmp.mkdir()
-    write(tmp)
-    checkpoint_stage("export_written", iteration)
-    replace_folder(tmp, final, stage_iteration=iteration)
 
 
 def list_checkpoints(ckpt_root: Path) -> list[Path]:
@@ -179,21 +116,72 @@ def prune_checkpoints(ckpt_root: Path, max_keep: int, keep: tuple[str, ...] = ()
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def resume_path(resume: bool | str | None, ckpt_root: Path) -> Path | None:
+    """The checkpoint `resume` names: the latest complete one for `True`/`"auto"`, else the path."""
+    if not resume:
+        return None
+    if resume is True or resume == "auto":
+        path = latest_checkpoint(ckpt_root)
+        if path is None:
+            logger.warning(f"--resume: no complete checkpoint in {ckpt_root}; starting from iteration 0")
+        return path
+    path = Path(resume)
+    read_checkpoint_state(path)  # a clear error for a folder that is not a complete checkpoint
+    return path
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def restore_checkpoint(accelerator: Accelerator, path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Restore everything `save_state` wrote (all processes); returns the checkpoint's state.
+
+    Warns with the config keys that differ from the checkpoint's config (`cfg` is the new one).
+    """
+    state = read_checkpoint_state(path)
+    accelerator.wait_for_everyone()
+    accelerator.load_state(str(path))
+    changes = config_changes(state.get("config"), cfg)
+    if state.get("num_processes") not in (None, accelerator.num_processes):
+        changes.append(
+            f"processes: {state['num_processes']} -> {accelerator.num_processes} (the data stream "
+            "continues in global batches of the new size; not an exact continuation)"
+        )
+    if changes:
+        shown = changes[:20] + ([f"... and {len(changes) - 20} more"] if len(changes) > 20 else [])
+        logger.warning(
+            "resuming with a config that differs from the checkpoint's (the new values apply from "
+            f"iteration {state['iteration']} on):\n  " + "\n  ".join(shown)
+        )
+    elif "config" not in state and state.get("config_digest") not in (None, config_digest(cfg)):
+        logger.warning("resuming with a config that differs from the checkpoint's config")
+    logger.info(f"resumed from {path} at iteration {state['iteration']}")
+    return state
+
+
+def config_digest(cfg: dict[str, Any]) -> str:
+    """A short hash of the parts of a config that change what training computes."""
+    keep = {
+        k: cfg.get(k)
+        for k in ("model", "train_dataloader", "optim_wrapper", "param_scheduler", "train_cfg", "seed")
+    }
+    return hashlib.sha256(json.dumps(to_plain(keep), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+_NOT_COMPARED_ON_RESUME = ("work_dir", "resume")
+
+
+def config_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """`key: old -> new` lines for every dotted key whose value differs (work_dir, resume ignored)."""
+    if old is None:
+        return []
+    a = flat_config(to_plain(old), keep_lists=True)
+    b = flat_config(to_plain(new), keep_lists=True)
+    changes = []
+    for key in sorted(set(a) | set(b)):
+        if key.split(".")[0] in _NOT_COMPARED_ON_RESUME:
+            continue
+        if key not in a:
+            changes.append(f"{key}: (absent) -> {b[key]!r}")
+        elif key not in b:
+            changes.append(f"{key}: {a[key]!r} -> (absent)")
+        elif a[key] != b[key]:
+            changes.append(f"{key}: {a[key]!r} -> {b[key]!r}")
+    return changes

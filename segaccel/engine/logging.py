@@ -115,3 +115,79 @@ def banner(lines: dict[str, Any]) -> str:
     body = "\n".join(f"  {k:<{width}} : {v}" for k, v in lines.items())
     rule = "-" * 72
     return f"\n{rule}\n{body}\n{rule}"
+
+
+def flat_config(cfg: dict[str, Any], prefix: str = "", keep_lists: bool = False) -> dict[str, Any]:
+    """Dotted keys to scalars (lists as strings, or kept with `keep_lists`), for trackers and diffs."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flat_config(v, key + ".", keep_lists))
+        elif isinstance(v, (int, float, str, bool)) or v is None or (keep_lists and isinstance(v, list)):
+            out[key] = v
+        else:
+            out[key] = str(v)
+    return out
+
+
+def training_banner(
+    context: Any,
+    loop: Any,
+    *,
+    precision: str,
+    start_iter: int,
+    config: Any,
+    work_dir: Any,
+    datasets: tuple[Any, Any],
+    seed: int,
+    origin: tuple[str, Any] | None = None,
+    trackers: Any = None,
+) -> str:
+    """The start-of-training block: config, processes, precision, batch, iterations, sizes, ...
+
+    `context` is the run's `LoopContext` (accelerator, model, batch settings), `loop` the train
+    loop, `precision` the precision training really runs in, `datasets` (train, val or None),
+    `origin` `("resumed from" | "load from", where)`.
+    """
+    acc = context.accelerator
+    batch, accum = context.train_batch_size, context.accumulative_counts
+    model = context.unwrapped_model
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if precision != acc.mixed_precision:
+        precision = f"{precision} ({acc.mixed_precision} requested: not available on {acc.device.type})"
+    iterations = f"{loop.max_iters} (starting at {start_iter})"
+    if hasattr(loop, "iters_per_epoch"):
+        iterations += f" = {loop.max_epochs} epochs x {loop.iters_per_epoch}"
+    lines = {
+        "config": config or "(dict)",
+        "work dir": work_dir,
+        "processes": f"{acc.num_processes} ({acc.distributed_type.value})",
+        "device": acc.device,
+        "mixed precision": precision,
+        "batch": f"{batch} per process x {acc.num_processes} processes x {accum} accumulation = "
+        f"{batch * acc.num_processes * accum} per iteration",
+        "iterations": iterations,
+        "train / val samples": " / ".join(_num_samples(d) for d in datasets),
+        "parameters": f"{n_params / 1e6:.2f} M ({n_train / 1e6:.2f} M trainable)",
+        "seed": seed,
+    }
+    if context.clip_grad:
+        lines["clip grad"] = context.clip_grad
+    if context.skip_nonfinite:
+        lines["non-finite steps"] = "skipped (optim_wrapper.skip_nonfinite)"
+    if origin is not None:
+        lines[origin[0]] = origin[1]
+    if trackers:
+        lines["trackers"] = trackers
+    return "segaccel training" + banner(lines)
+
+
+def _num_samples(dataset: Any) -> str:
+    if dataset is None:
+        return "0"
+    try:
+        return str(len(dataset))
+    except TypeError:  # a streamed dataset
+        return "streamed"

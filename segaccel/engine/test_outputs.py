@@ -1,4 +1,8 @@
-"""What a test run writes besides `metrics.json`: predicted masks, overlays, the confusion matrix.
+"""What evaluation writes: `metrics.json`, predicted masks, overlays, the confusion matrix.
+
+`write_metrics_json` is the one writer of `metrics.json` (a test run's `WORK_DIR/metrics.json` and
+the copy in every exported model folder): strict JSON, a NaN or infinite figure (a class absent from
+predictions and labels) written as `null`. `per_class_table` is its per-class layout.
 
 `PredictionWriter` (`--out-dir`) and `OverlayWriter` (`--show-dir`) receive every predicted batch
 from `TestLoop`; each process writes the files of its own shard (one file per sample, named after
@@ -24,8 +28,51 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from segaccel.engine.atomic import write_json_atomically
+from segaccel.engine.logging import logger
 from segaccel.structures import SegDataSample
 from segaccel.visualization import make_comparison
+
+METRICS_JSON = "metrics.json"
+
+
+def json_safe(value: Any) -> Any:
+    """`value` as plain JSON data: NaN and infinite numbers become None (recursively).
+
+    Dicts, lists and tuples are walked; NumPy scalars and arrays and one-element tensors become
+    Python numbers and lists.
+    """
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return json_safe(value.item() if value.numel() == 1 else value.tolist())
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def write_metrics_json(
+    path: str | Path, metrics: Mapping[str, Any], per_class: Mapping[str, Any] | None = None
+) -> Path:
+    """Write `metrics` (and `per_class`, when given, under `"per_class"`) as strict JSON to `path`.
+
+    NaN and infinite values are written as `null` (a bare `NaN` is not JSON); the file is replaced
+    atomically. Returns the path.
+    """
+    data = dict(metrics)
+    if per_class is not None:
+        data["per_class"] = per_class
+    path = Path(path)
+    write_json_atomically(path, json_safe(data), allow_nan=False)
+    return path
 
 
 def output_name(sample: SegDataSample, index: int | None) -> str:
@@ -161,6 +208,57 @@ class OverlayWriter:
         if image.shape[:2] != tuple(shape):
             image = np.asarray(Image.fromarray(image[..., :3]).resize((shape[1], shape[0]), Image.BILINEAR))
         return image[..., :3]
+
+
+def make_writers(
+    dataset: Any,
+    palette: Sequence[Sequence[int]],
+    class_names: Sequence[str],
+    out_dir: str | Path | None = None,
+    show_dir: str | Path | None = None,
+    original_ids: bool = False,
+) -> list[Any]:
+    """The writers a test run asks for: masks to `out_dir` (in the dataset's stored ids with
+    `original_ids`, undoing its `reduce_zero_label` and `label_map`), overlays to `show_dir`."""
+    writers: list[Any] = []
+    if out_dir is not None:
+        writers.append(
+            PredictionWriter(
+                out_dir,
+                original_ids=original_ids,
+                reduce_zero_label=bool(getattr(dataset, "reduce_zero_label", False)),
+                label_map=getattr(dataset, "label_map", None),
+            )
+        )
+    if show_dir is not None:
+        writers.append(OverlayWriter(show_dir, palette, class_names, dataset=dataset))
+    return writers
+
+
+def write_test_results(
+    work_dir: str | Path,
+    metrics: Mapping[str, Any],
+    evaluator: Any,
+    writers: Sequence[Any] = (),
+    confusion_matrix: bool = False,
+) -> Path:
+    """After a test run (main process): `work_dir/metrics.json` with the summary and per-class
+    table, the confusion matrix if asked, and a log line for each writer's files. Returns the path
+    of `metrics.json`."""
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    class_names = list(evaluator.class_names)
+    table = per_class_table(evaluator.per_class, class_names)
+    path = write_metrics_json(work_dir / METRICS_JSON, metrics, table)
+    logger.info(f"wrote {path}")
+    if confusion_matrix:
+        paths = write_confusion_matrix(evaluator.confusion_matrix, class_names, work_dir)
+        logger.info("wrote " + ", ".join(str(p) for p in paths))
+    for writer in writers:
+        if writer.written:
+            folder = getattr(writer, "out_dir", None) or getattr(writer, "show_dir", None)
+            logger.info(f"wrote {len(writer.written)} files (this process's) to {folder}")
+    return path
 
 
 def per_class_table(per_class: Mapping[str, np.ndarray], class_names: Sequence[str]) -> dict[str, dict]:

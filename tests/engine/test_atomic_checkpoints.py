@@ -1,9 +1,10 @@
 """Atomic checkpoints: runs killed (SIGKILL) at each named stage of a checkpoint write, then resumed.
 
-`SEGACCEL_KILL_AT=<stage>` and `SEGACCEL_KILL_AT_ITER=<N>` make `scripts/train.py` kill itself at
-that point of the write, deterministically. Checkpoints every 2 iterations (1 kept), killed while
-writing iteration 4's: `--resume` must pick the latest *complete* `iter_<N>` and ignore a
-half-written `.tmp_*` folder. The five runs are independent and run side by side, one thread each
+`SEGACCEL_TEST_KILL_AT=<stage>` and `SEGACCEL_TEST_KILL_AT_ITER=<N>` (a test facility, see
+segaccel/engine/fault_injection.py) make `scripts/train.py` kill itself at that point of the write,
+deterministically. Checkpoints every 2 iterations (1 kept), killed while writing iteration 4's:
+`--resume` must pick the latest *complete* `iter_<N>` and ignore a half-written `.tmp_*` folder.
+The five runs are independent and run side by side, one thread each
 (several multi-threaded runs on few cores would mostly wait for each other).
 """
 
@@ -17,7 +18,8 @@ import torch
 from engine_helpers import ROOT, TRAIN_SCRIPT, assert_same_tensors, load_model_weights
 
 from segaccel.config import load_config
-from segaccel.engine.checkpoint import CHECKPOINT_STAGES, STATE_FILE, latest_checkpoint
+from segaccel.engine.checkpoint import STATE_FILE, latest_checkpoint
+from segaccel.engine.fault_injection import CHECKPOINT_STAGES
 from segaccel.engine.runner import Runner
 
 OVERRIDES = [
@@ -52,7 +54,7 @@ def test_killed_at_each_stage_resume_picks_the_last_complete_checkpoint(
         stage: subprocess.Popen(
             train_command(tiny_config, tmp_path / stage),
             cwd=ROOT,
-            env={**ONE_THREAD, "SEGACCEL_KILL_AT": stage, "SEGACCEL_KILL_AT_ITER": "4"},
+            env={**ONE_THREAD, "SEGACCEL_TEST_KILL_AT": stage, "SEGACCEL_TEST_KILL_AT_ITER": "4"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

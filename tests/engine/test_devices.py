@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from segaccel.config import load_config
-from segaccel.engine.runner import Runner, adapt_sync_batchnorm
+from segaccel.engine.devices import adapt_sync_batchnorm
+from segaccel.engine.runner import Runner
 
 SHORT = ["train_cfg={type: IterBasedTrainLoop, max_iters: 1, val_interval: 100}", "val_dataloader=null"]
 

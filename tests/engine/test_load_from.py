@@ -13,7 +13,8 @@ import torch
 from engine_helpers import read_scalars
 
 from segaccel.config import load_config
-from segaccel.engine.runner import Runner, resolve_weights_file
+from segaccel.engine.runner import Runner
+from segaccel.models.weights import resolve_weights_file
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -14,38 +14,40 @@ from engine_helpers import load_model_weights, read_scalars
 from segaccel.config import load_config
 from segaccel.data.datasets import SegDataset
 from segaccel.data.samplers import InfiniteSampler
+from segaccel.engine.loop_context import LoopContext
 from segaccel.engine.loops import EpochBasedTrainLoop, EpochSampler, IterBasedTrainLoop
 from segaccel.engine.runner import Runner
 
 
-def fake_runner(dataset_size=25, batch_size=2, processes=2, accumulative_counts=3):
-    return SimpleNamespace(
+def context(dataset_size=25, batch_size=2, processes=2, accumulative_counts=3):
+    """What a train loop is built with: the loop never sees a Runner."""
+    return LoopContext(
+        accelerator=SimpleNamespace(num_processes=processes),
         train_dataset=range(dataset_size),
         train_batch_size=batch_size,
-        accelerator=SimpleNamespace(num_processes=processes),
         accumulative_counts=accumulative_counts,
     )
 
 
 def test_iter_loop_validation_and_checkpoint_points():
-    loop = IterBasedTrainLoop(fake_runner(), max_iters=10, val_interval=4, val_begin=5)
+    loop = IterBasedTrainLoop(context(), max_iters=10, val_interval=4, val_begin=5)
     assert [i for i in range(1, 11) if loop.should_validate(i)] == [8, 10]  # and always the last
     assert [i for i in range(1, 11) if loop.should_checkpoint(i, 3)] == [3, 6, 9]
     assert not any(loop.should_checkpoint(i, -1) for i in range(1, 11))
     with pytest.raises(ValueError, match="max_iters must be positive"):
-        IterBasedTrainLoop(fake_runner(), max_iters=0)
+        IterBasedTrainLoop(context(), max_iters=0)
 
 
 def test_epoch_loop_counts_epochs_of_full_steps():
     # 25 samples, 2 per process x 2 processes x 3 accumulation = 12 per step: 2 steps per epoch
-    loop = EpochBasedTrainLoop(fake_runner(), max_epochs=5, val_interval=2, val_begin=3)
+    loop = EpochBasedTrainLoop(context(), max_epochs=5, val_interval=2, val_begin=3)
     assert loop.iters_per_epoch == 2 and loop.max_iters == 10
     assert [i for i in range(1, 11) if loop.should_validate(i)] == [8, 10]  # epochs 4 and 5 (the last)
     assert [i for i in range(1, 11) if loop.should_checkpoint(i, 2)] == [4, 8]  # every 2 epochs
     with pytest.raises(ValueError, match="fewer than one optimizer step needs"):
-        EpochBasedTrainLoop(fake_runner(dataset_size=11), max_epochs=1)
+        EpochBasedTrainLoop(context(dataset_size=11), max_epochs=1)
     with pytest.raises(ValueError, match=r"not max_iters .*train_cfg.max_iters=null"):
-        EpochBasedTrainLoop(fake_runner(), max_epochs=1, max_iters=1000)
+        EpochBasedTrainLoop(context(), max_epochs=1, max_iters=1000)
 
 
 def test_epoch_sampler_drops_the_remainder_and_resumes_mid_epoch():

@@ -1,7 +1,8 @@
 """Runs killed with SIGKILL at many points, then resumed with `--resume`.
 
-`SEGACCEL_KILL_AT=<point>` with `SEGACCEL_KILL_AT_ITER=<N>` makes `scripts/train.py` kill itself when
-it reaches that point at iteration N (deterministic, not timed; see segaccel/engine/checkpoint.py):
+`SEGACCEL_TEST_KILL_AT=<point>` with `SEGACCEL_TEST_KILL_AT_ITER=<N>` makes `scripts/train.py` kill
+itself when it reaches that point at iteration N (deterministic, not timed; see
+segaccel/engine/fault_injection.py):
 between checkpoints (`after_step`), in the middle of validation (`validation`), at each stage of a
 checkpoint write, and at each stage of a model export (the final `model/` and `best_model/`).
 
@@ -23,7 +24,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 from engine_helpers import ROOT, TINY_CONFIG, TRAIN_SCRIPT, assert_same_tensors, load_model_weights  # noqa: E402
 
-from segaccel.engine.checkpoint import CHECKPOINT_STAGES, STATE_FILE  # noqa: E402
+from segaccel.engine.checkpoint import STATE_FILE  # noqa: E402
+from segaccel.engine.fault_injection import CHECKPOINT_STAGES, KILL_POINTS  # noqa: E402
 
 INTERVAL = 2
 OVERRIDES = [
@@ -70,6 +72,7 @@ def complete_model(folder: Path) -> bool:
 
 @pytest.mark.e2e
 def test_killed_anywhere_then_resumed_equals_an_uninterrupted_run(tmp_path):
+    assert {point for point, _ in KILLS} == set(KILL_POINTS)  # every kill point is exercised
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG)
     name = {kill: f"{kill[0]}@{kill[1]}" for kill in KILLS}
@@ -77,7 +80,7 @@ def test_killed_anywhere_then_resumed_equals_an_uninterrupted_run(tmp_path):
         {
             name[kill]: (
                 command(config, tmp_path / name[kill]),
-                {**ENV, "SEGACCEL_KILL_AT": kill[0], "SEGACCEL_KILL_AT_ITER": str(kill[1])},
+                {**ENV, "SEGACCEL_TEST_KILL_AT": kill[0], "SEGACCEL_TEST_KILL_AT_ITER": str(kill[1])},
             )
             for kill in KILLS
         }

@@ -156,7 +156,7 @@ def test_test_loop_writers_get_the_indices_of_the_samples_they_receive(tmp_path)
             self.calls.append(([o.img_id for o in outputs], list(indices)))
 
     recorder = Recorder()
-    loop = loops.TestLoop(runner=None, dataloader=loader, evaluator=None, writers=[recorder])
+    loop = loops.TestLoop(context=None, dataloader=loader, evaluator=None, writers=[recorder])
     for batch in loader:  # as ValLoop._run hands batches on (outputs: the batch's samples)
         batch.pop(SKIPPED_KEY, None)
         loop.after_batch(batch, batch["data_samples"], batch.pop(DROPPED_KEY, []))
