@@ -2,11 +2,13 @@
 
 `segformer`: transformers' SegFormer (both directions); `mmseg`: MMSegmentation model-zoo
 checkpoints. Nothing here builds a model or touches the network; `files.read_state_dict` reads a
-weights file without unpickling anything but tensors.
+weights file without unpickling anything but tensors, and `safe_pickle.restricted_load` reads any
+torch pickle without running anything from it (other objects become inert `PickledObject`s).
 """
 
 from .files import read_state_dict
 from .mmseg import convert_mmseg_state_dict, load_mmseg_checkpoint
+from .safe_pickle import PickledObject, is_placeholder, placeholder_names, restricted_load
 from .segformer import (
     is_transformers_segformer,
     mit_config_from_transformers,
@@ -18,6 +20,10 @@ from .segformer import (
 )
 
 __all__ = [
+    "PickledObject",
+    "is_placeholder",
+    "placeholder_names",
+    "restricted_load",
     "convert_mmseg_state_dict",
     "is_transformers_segformer",
     "load_mmseg_checkpoint",
