@@ -10,6 +10,8 @@ from .backbones.mit import MixVisionTransformer
 from .backbones.timm_backbone import TimmBackbone
 from .data_preprocessor import SegDataPreProcessor
 from .heads.aspp_head import ASPPHead
+from .heads.bn_head import BNHead
+from .heads.dpt_head import DPTHead
 from .heads.fcn_head import FCNHead
 from .heads.psp_head import PSPHead
 from .heads.segformer_head import SegformerHead
@@ -21,6 +23,7 @@ from .losses.focal_loss import FocalLoss
 from .losses.lovasz_loss import LovaszLoss
 from .losses.tversky_loss import TverskyLoss
 from .necks.fpn import FPN
+from .necks.multilevel_neck import MultiLevelNeck
 from .samplers.ohem_pixel_sampler import OHEMPixelSampler
 from .segmentor import Segmentor
 from .tta import SegTTAModel
@@ -30,11 +33,14 @@ MODELS.register(Segmentor, name="EncoderDecoder")
 MODELS.register(DiceLoss, FocalLoss, LovaszLoss, TverskyLoss, OHEMPixelSampler)
 MODELS.register(FCNHead, PSPHead, ASPPHead, DepthwiseSeparableASPPHead, UPerHead, FPN)
 MODELS.register(TimmBackbone)
+MODELS.register(BNHead, DPTHead, MultiLevelNeck)
 MODELS.register(SegTTAModel)
 
 __all__ = [
     "ASPPHead",
+    "BNHead",
     "CrossEntropyLoss",
+    "DPTHead",
     "DepthwiseSeparableASPPHead",
     "DiceLoss",
     "FCNHead",
@@ -42,6 +48,7 @@ __all__ = [
     "FocalLoss",
     "LovaszLoss",
     "MixVisionTransformer",
+    "MultiLevelNeck",
     "OHEMPixelSampler",
     "PSPHead",
     "SegDataPreProcessor",

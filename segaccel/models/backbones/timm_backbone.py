@@ -148,7 +148,7 @@ class TimmBackbone(nn.Module):
 
         self.frozen = bool(frozen)
         self.frozen_stages = frozen_stages
-        self._frozen_modules: list[nn.Module] = []
+        self._frozen_modules: list[str] = []  # names: SyncBN conversion may replace the modules
         self._freeze()
         self.with_cp = bool(with_cp)
         if self.with_cp:
@@ -194,15 +194,15 @@ class TimmBackbone(nn.Module):
             params = [p for m in modules for p in m.parameters()]
         for param in params:
             param.requires_grad_(False)
-        self._frozen_modules = modules
-        for module in modules:
-            module.eval()
+        names = {id(m): name for name, m in self.named_modules()}
+        self._frozen_modules = [names[id(m)] for m in modules]
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> TimmBackbone:
         """`nn.Module.train`, but frozen parts stay in eval mode."""
         super().train(mode)
-        for module in self._frozen_modules:
-            module.eval()
+        for name in self._frozen_modules:
+            self.get_submodule(name).eval()
         return self
 
     # --- forward ---------------------------------------------------------------------------------
