@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from huggingface_hub import ModelCard, PyTorchModelHubMixin, constants
@@ -26,6 +26,8 @@ from .weights import (
     torch_dtype,
     weights_source,
 )
+
+T = TypeVar("T", bound="PretrainedMixin")
 
 
 class PretrainedMixin(PyTorchModelHubMixin):
@@ -100,8 +102,8 @@ class PretrainedMixin(PyTorchModelHubMixin):
 
     @classmethod
     def from_pretrained(
-        cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any
-    ) -> Any:
+        cls: type[T], pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any
+    ) -> T:
         """`PyTorchModelHubMixin.from_pretrained` (see `_from_pretrained`), from any source the weights door
         (`segaccel.models.weights`) reads: a model folder, a Hub id (`org/name`; `org/name@revision`
         pins a revision), or a weights file (`.safetensors`, `.bin`, `.pth`, `.pt`), the model then being
@@ -130,7 +132,7 @@ class PretrainedMixin(PyTorchModelHubMixin):
 
     @classmethod
     def _from_pretrained(
-        cls,
+        cls: type[T],
         *,
         model_id: str,
         revision: str | None,
@@ -146,7 +148,7 @@ class PretrainedMixin(PyTorchModelHubMixin):
         config: dict | None = None,
         weights_file: str | None = None,
         **model_kwargs: Any,
-    ) -> Any:
+    ) -> T:
         """Build the model from `config.json` and load its weights, strictly by default.
 
         `model_id` is a local folder or a Hub repo id (downloaded with `revision`, `cache_dir`,

@@ -1,10 +1,13 @@
-"""Slide inference in crop batches, auxiliary heads with their own losses, and binary segmentation
-(`out_channels=1`) end to end: loss, predict, metric."""
+"""Whole and slide inference (models/inference_modes.py): slide equals whole for one crop, overlapping
+windows averaged, slide inference in crop batches; auxiliary heads with their own losses, and binary
+segmentation (`out_channels=1`) end to end: loss, predict, metric."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
+from segmentor_testing import tiny_model
 
 from segaccel.evaluation.iou_metric import IoUMetric
 from segaccel.models import Segmentor
@@ -176,3 +179,33 @@ def test_slide_windows_match_mmsegmentations_grid():
     assert slide_windows((20, 80), (32, 32), (24, 24)) == [(0, 20, 0, 32), (0, 20, 24, 56), (0, 20, 48, 80)]
     # row by row, and a grid that fits exactly
     assert slide_windows((4, 4), (2, 2), (2, 2)) == [(0, 2, 0, 2), (0, 2, 2, 4), (2, 4, 0, 2), (2, 4, 2, 4)]
+
+
+# --- whole and slide inference ----------------------------------------------------------------------
+def test_slide_equals_whole_when_one_crop_covers_the_image():
+    whole = tiny_model()
+    slide = tiny_model(test_cfg={"mode": "slide", "crop_size": (16, 16), "stride": (8, 8)})
+    slide.load_state_dict(whole.state_dict())
+    x = torch.randn(2, 3, 16, 16)  # exactly one crop
+    metas = [{"ori_shape": (16, 16), "img_shape": (16, 16)}] * 2
+    with torch.no_grad():
+        assert torch.equal(slide.inference(x, metas), whole.inference(x, metas))
+        # an image smaller than the crop: its one window is padded (pad_val 0) up to the crop
+        small = x[:, :, :12, :]
+        padded = F.pad(small, (0, 0, 0, 4), value=0.0)
+        expected = whole.inference(padded, metas)[:, :, :12, :]
+        assert torch.equal(slide.inference(small, metas), expected)
+
+
+def test_slide_averages_overlapping_windows():
+    model = tiny_model(test_cfg={"mode": "slide", "crop_size": [8, 8], "stride": [4, 4]})
+    x = torch.randn(1, 3, 8, 12)
+    meta = {"ori_shape": (8, 12), "img_shape": (8, 12)}
+    with torch.no_grad():
+        out = model.inference(x, [meta])
+        left = model.encode_decode(x[:, :, :, 0:8], [{"pad_shape": (8, 8)}])  # windows x in [0, 8), [4, 12)
+        right = model.encode_decode(x[:, :, :, 4:12], [{"pad_shape": (8, 8)}])
+    assert out.shape == (1, 3, 8, 12)
+    assert torch.allclose(out[..., 0:4], left[..., 0:4])
+    assert torch.allclose(out[..., 4:8], (left[..., 4:8] + right[..., 0:4]) / 2)
+    assert torch.allclose(out[..., 8:12], right[..., 4:8])
