@@ -33,12 +33,7 @@ from segaccel.data.samplers import InfiniteSampler
 from segaccel.data.streaming import SegStreamDataset, StreamCheckpoint, StreamLoader
 from segaccel.engine import test_outputs
 from segaccel.engine.build import build_evaluator, build_split, model_config
-from segaccel.engine.checkpoint import (
-    config_digest,
-    restore_checkpoint,
-    resume_path,
-    save_checkpoint,
-)
+from segaccel.engine.checkpoint import config_digest, restore_checkpoint, resume_path, save_checkpoint
 from segaccel.engine.dataloaders import build_dataloader, eval_dataloader, stream_train_loader
 from segaccel.engine.devices import adapt_sync_batchnorm, make_accelerator, warn_if_precision_unavailable
 from segaccel.engine.eval_loops import TestLoop, ValLoop
@@ -46,6 +41,7 @@ from segaccel.engine.export import export_model_folder, push_model_folder
 from segaccel.engine.fault_injection import kill_point
 from segaccel.engine.logging import ScalarLogger, flat_config, logger, setup_logging, training_banner
 from segaccel.engine.loop_context import LoopContext, NonFiniteLossError, TrainingInterrupted, loop_settings
+from segaccel.engine.loops import IterBasedTrainLoop
 from segaccel.engine.optim import build_optimizer
 from segaccel.engine.overlays import log_overlays_to_trackers, write_val_overlays
 from segaccel.engine.schedulers import build_lr_scheduler
@@ -108,7 +104,7 @@ class Runner:
             ),
             **settings,
         )
-        self.train_loop: Any = None
+        self.train_loop: IterBasedTrainLoop | None = None
         self.best: dict[str, Any] = {}
         self.signals = StopSignals(announce=self.accelerator.is_main_process)
         self._stop_requested = False
@@ -224,10 +220,10 @@ class Runner:
         train_dataset = ctx.train_dataset = self.build_dataset("train_dataloader")
         val_dataset = self.build_dataset("val_dataloader") if cfg.get("val_dataloader") else None
 
-        resume_path = self._resume_path()
-        if resume_path is not None and cfg.get("load_from"):
-            logger.info(f"load_from is not used: the weights come from the checkpoint {resume_path}")
-        ctx.model = self.build_model(use_load_from=resume_path is None)
+        resume_from = self._resume_path()
+        if resume_from is not None and cfg.get("load_from"):
+            logger.info(f"load_from is not used: the weights come from the checkpoint {resume_from}")
+        ctx.model = self.build_model(use_load_from=resume_from is None)
         ctx.optimizer = build_optimizer(ctx.model, cfg.get("optim_wrapper") or {})
         self.train_loop = LOOPS.build({"type": loop_type, **train_cfg}, key="train_cfg", context=ctx)
         ctx.max_iters = ctx.scalar_logger.max_iters = self.train_loop.max_iters
@@ -239,7 +235,7 @@ class Runner:
             ctx.val_loop = ValLoop(ctx, loader, self.build_evaluator("val_evaluator"))
             self._val_dataset = val_dataset
 
-        start_iter = self._load_checkpoint(resume_path) if resume_path is not None else 0
+        start_iter = self._load_checkpoint(resume_from) if resume_from is not None else 0
         self.train_loop.iter = start_iter
         if start_iter >= self.train_loop.max_iters:
             logger.warning(

@@ -1,6 +1,8 @@
-"""What scripts/test.py writes: label PNGs (optionally in the dataset's ids), overlays, confusion matrix."""
+"""What scripts/test.py writes: metrics.json (strict JSON), label PNGs (optionally in the dataset's ids),
+overlays, confusion matrix."""
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -15,6 +17,8 @@ from segaccel.engine.test_outputs import (
     save_label_png,
     to_original_ids,
     write_confusion_matrix,
+    write_metrics_json,
+    write_test_results,
 )
 from segaccel.structures import PixelData, SegDataSample
 
@@ -105,3 +109,58 @@ def test_confusion_matrix_files(tmp_path):
     write_confusion_matrix(np.eye(150, dtype=np.int64), [str(i) for i in range(150)], tmp_path / "big")
     with Image.open(tmp_path / "big" / "confusion_matrix.png") as img:
         assert 150 * 5 <= img.height <= 900
+
+
+def strict_json(text: str):
+    """`json.loads` that refuses the bare `NaN`/`Infinity` Python's json module writes by default."""
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_metrics_json_writes_null_for_nan_and_infinity(tmp_path):
+    with pytest.raises(ValueError, match="not JSON: NaN"):  # the parser below is really strict
+        strict_json(json.dumps({"mIoU": float("nan")}))
+    metrics = {
+        "aAcc": 91.25,
+        "mIoU": float("nan"),
+        "mDice": np.float32("nan"),
+        "mFscore": float("inf"),
+        "mAcc": np.float64(80.5),
+        "steps": np.int64(3),
+    }
+    per_class = {"IoU": {"sky": 12.5, "car": None}, "Acc": {"sky": np.float32(50.0), "car": float("-inf")}}
+    path = write_metrics_json(tmp_path / "metrics.json", metrics, per_class)
+    assert strict_json(path.read_text()) == {
+        "aAcc": 91.25,
+        "mIoU": None,
+        "mDice": None,
+        "mFscore": None,
+        "mAcc": 80.5,
+        "steps": 3,
+        "per_class": {"IoU": {"sky": 12.5, "car": None}, "Acc": {"sky": 50.0, "car": None}},
+    }
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # no temporary file left
+    write_metrics_json(path, {"mIoU": 1.5})  # replaced; without per_class there is no per_class key
+    assert strict_json(path.read_text()) == {"mIoU": 1.5}
+
+
+def test_test_results_hold_the_per_class_table_with_null_for_absent_classes(tmp_path):
+    class Evaluator:  # what IoUMetric holds after compute(): per-class figures, NaN for an absent class
+        class_names = ["sky", "road", "car"]
+        per_class = {"IoU": np.array([100 / 3, 50.0, np.nan]), "Acc": np.array([80.0, 62.5, np.nan])}
+        confusion_matrix = np.array([[4, 1, 0], [2, 2, 0], [0, 0, 0]])
+
+    summary = {"aAcc": 75.0, "mIoU": 41.67}
+    path = write_test_results(tmp_path / "work", summary, Evaluator(), confusion_matrix=True)
+    assert strict_json(path.read_text()) == {
+        "aAcc": 75.0,
+        "mIoU": 41.67,
+        "per_class": {
+            "IoU": {"sky": 33.33, "road": 50.0, "car": None},
+            "Acc": {"sky": 80.0, "road": 62.5, "car": None},
+        },
+    }
+    assert (tmp_path / "work" / "confusion_matrix.csv").is_file()
