@@ -3,6 +3,11 @@
 It receives the collated batch, `dict(inputs=list[uint8 (C, H, W)], data_samples=list[SegDataSample])`,
 and returns `dict(inputs=float (N, C, H, W) on the model's device, data_samples)`. Images travel to
 the device as uint8 (4x less to copy than float) and become float there, as in MMSegmentation.
+
+Padding follows MMSegmentation's `SegDataPreProcessor`: `size`/`size_divisor` pad training batches;
+at test time images are padded only as `test_cfg` asks (`{size: ...}` or `{size_divisor: ...}`), so a
+model sees the image as it is (attention models give other logits on padded images). A test batch of
+images of different sizes, which MMSegmentation refuses, is padded to its largest image.
 """
 
 from __future__ import annotations
@@ -33,11 +38,17 @@ class SegDataPreProcessor(nn.Module):
         mean, std: per-channel values on the 0–255 scale, RGB order; `None` (both) skips
             normalisation. Kept as non-persistent buffers: they follow the module to the device
             but stay out of the state dict (they are configuration, written to `config.json`).
-        size: pad every image on the right/bottom to this `(h, w)`.
-        size_divisor: pad the batch to the largest `(h, w)` rounded up to a multiple of this.
-            With neither `size` nor `size_divisor`, pad to the largest image in the batch.
+        size: in training, pad every image on the right/bottom to this `(h, w)` (MMSegmentation
+            configs set it to the crop size).
+        size_divisor: in training, pad the batch to the largest `(h, w)` rounded up to a multiple of
+            this. With neither `size` nor `size_divisor`, pad to the largest image in the batch.
         pad_val: value of padded image pixels (after normalisation, as in MMSegmentation).
         seg_pad_val: value of padded label pixels (training only; 255 = ignore).
+        test_cfg: padding at test time, `{size: (h, w)}` or `{size_divisor: d}` (MMSegmentation's
+            `data_preprocessor.test_cfg`); None (default): none beyond the batch's largest image.
+        channel_order: the channel order the network takes, `rgb` (images arrive as RGB) or `bgr`
+            (channels reversed first; models trained by MMSegmentation without `bgr_to_rgb`).
+            `mean`/`std` are given in this order.
     """
 
     def __init__(
@@ -48,6 +59,8 @@ class SegDataPreProcessor(nn.Module):
         size_divisor: int | None = None,
         pad_val: float = 0,
         seg_pad_val: int = 255,
+        test_cfg: dict[str, Any] | None = None,
+        channel_order: str = "rgb",
     ) -> None:
         super().__init__()
         if (mean is None) != (std is None):
@@ -60,8 +73,13 @@ class SegDataPreProcessor(nn.Module):
             raise ConfigError("data_preprocessor: give `size` or `size_divisor`, not both")
         if size_divisor is not None and (not isinstance(size_divisor, int) or size_divisor < 1):
             raise ConfigError(f"data_preprocessor.size_divisor must be a positive int, got {size_divisor!r}")
+        if channel_order not in ("rgb", "bgr"):
+            raise ConfigError(f"data_preprocessor.channel_order: 'rgb' or 'bgr', got {channel_order!r}")
         self.size = _pair(size, "size") if size is not None else None
         self.size_divisor = size_divisor
+        self.test_size, self.test_size_divisor = _test_padding(test_cfg)
+        self.test_cfg = test_cfg
+        self.channel_order = channel_order
         self.pad_val = pad_val
         self.seg_pad_val = seg_pad_val
         self.normalize = mean is not None
@@ -108,16 +126,19 @@ class SegDataPreProcessor(nn.Module):
                     f"inputs[{i}]: {img.shape[0]} channels but mean/std have {self.mean.shape[0]} values"
                 )
             img = img.to(device, non_blocking=True).float()
+            if self.channel_order == "bgr" and img.shape[0] == 3:
+                img = img.flip(0)
             if self.normalize:
                 img = (img - self.mean) / self.std
             images.append(img)
 
-        pad_h, pad_w = self._pad_shape([tuple(img.shape[-2:]) for img in images])
+        pad_h, pad_w = self.padded_size([tuple(img.shape[-2:]) for img in images], training)
         padded, paddings = [], []
         for i, img in enumerate(images):
             h, w = img.shape[-2:]
             if h > pad_h or w > pad_w:
-                raise ValueError(f"inputs[{i}]: image of size {(h, w)} is larger than size={self.size}")
+                size = self.size if training else self.test_size
+                raise ValueError(f"inputs[{i}]: image of size {(h, w)} is larger than size={size}")
             padding = (0, pad_w - w, 0, pad_h - h)  # (left, right, top, bottom), F.pad order
             paddings.append(padding)
             padded.append(F.pad(img, padding, value=self.pad_val) if any(padding) else img)
@@ -138,14 +159,18 @@ class SegDataPreProcessor(nn.Module):
             out_samples.append(sample)
         return {"inputs": batch, "data_samples": out_samples}
 
-    def _pad_shape(self, shapes: list[tuple[int, int]]) -> tuple[int, int]:
-        if self.size is not None:
-            return self.size
+    def padded_size(self, shapes: list[tuple[int, int]], training: bool = False) -> tuple[int, int]:
+        """The `(h, w)` a batch of images of these `(h, w)` sizes is padded to, in training or at test."""
+        if training:
+            size, divisor = self.size, self.size_divisor
+        else:
+            size, divisor = self.test_size, self.test_size_divisor
+        if size is not None:
+            return size
         h = max(s[0] for s in shapes)
         w = max(s[1] for s in shapes)
-        if self.size_divisor is not None:
-            d = self.size_divisor
-            h, w = -(-h // d) * d, -(-w // d) * d
+        if divisor is not None:
+            h, w = -(-h // divisor) * divisor, -(-w // divisor) * divisor
         return h, w
 
     def _pad_label(
@@ -166,5 +191,22 @@ class SegDataPreProcessor(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"normalize={self.normalize}, size={self.size}, size_divisor={self.size_divisor}, "
-            f"pad_val={self.pad_val}, seg_pad_val={self.seg_pad_val}"
+            f"test_cfg={self.test_cfg}, pad_val={self.pad_val}, seg_pad_val={self.seg_pad_val}, "
+            f"channel_order={self.channel_order!r}"
         )
+
+
+def _test_padding(test_cfg: dict[str, Any] | None) -> tuple[tuple[int, int] | None, int | None]:
+    """`(size, size_divisor)` of a `test_cfg` (`{size: (h, w)}` or `{size_divisor: d}`), checked."""
+    if test_cfg is None:
+        return None, None
+    if not isinstance(test_cfg, dict) or set(test_cfg) - {"size", "size_divisor"}:
+        raise ConfigError(
+            f"data_preprocessor.test_cfg: expected {{size: [h, w]}} or {{size_divisor: d}}, got {test_cfg!r}"
+        )
+    size, divisor = test_cfg.get("size"), test_cfg.get("size_divisor")
+    if size is not None and divisor is not None:
+        raise ConfigError("data_preprocessor.test_cfg: give `size` or `size_divisor`, not both")
+    if divisor is not None and (not isinstance(divisor, int) or divisor < 1):
+        raise ConfigError(f"data_preprocessor.test_cfg.size_divisor must be a positive int, got {divisor!r}")
+    return (_pair(size, "test_cfg.size") if size is not None else None), divisor

@@ -56,7 +56,7 @@ def pointwise_segmentor(num_classes: int = 3, seed: int = 0) -> Segmentor:
             "num_classes": num_classes,
             "dropout_ratio": 0.0,
         },
-        data_preprocessor={"size_divisor": 8},
+        data_preprocessor={"size_divisor": 8, "test_cfg": {"size_divisor": 8}},
     )
     model.backbone = PointwiseStages()
     for module in model.modules():  # non-trivial BN statistics

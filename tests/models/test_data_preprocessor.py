@@ -76,13 +76,35 @@ def test_mixed_size_batch_pads_to_a_multiple_of_size_divisor_in_training():
     assert "pad_shape" not in samples[0] and samples[0].gt_sem_seg.shape == (5, 7)
 
 
-def test_eval_pads_images_but_leaves_labels_at_their_size():
+def test_eval_pads_images_only_as_test_cfg_asks_and_leaves_labels_at_their_size():
+    # MMSegmentation: `size`/`size_divisor` pad training batches only; at test time, `test_cfg` decides
     pre = SegDataPreProcessor(size_divisor=4)
+    out = pre({"inputs": [_image(5, 7)], "data_samples": [_sample(5, 7, 1)]})
+    assert out["inputs"].shape == (1, 3, 5, 7) and out["data_samples"][0].padding_size == (0, 0, 0, 0)
+    # a mixed-size test batch (MMSegmentation refuses it) is padded to its largest image only
+    out = pre({"inputs": [_image(5, 7), _image(6, 3)], "data_samples": [_sample(5, 7, 1), _sample(6, 3, 2)]})
+    assert out["inputs"].shape == (2, 3, 6, 7)
+
+    pre = SegDataPreProcessor(size=(16, 16), test_cfg={"size_divisor": 4})
     out = pre({"inputs": [_image(5, 7), _image(6, 3)], "data_samples": [_sample(5, 7, 1), _sample(6, 3, 2)]})
     a, b = out["data_samples"]
     assert out["inputs"].shape == (2, 3, 8, 8)
     assert a.gt_sem_seg.shape == (5, 7) and b.gt_sem_seg.shape == (6, 3)
-    assert a.padding_size == (0, 1, 0, 3) and a.pad_shape == (8, 8)
+    assert a.padding_size == (0, 1, 0, 3) and a.pad_shape == (8, 8) and a.img_shape == (5, 7)
+    fixed = SegDataPreProcessor(test_cfg={"size": [6, 9]})
+    assert fixed({"inputs": [_image(5, 7)]})["inputs"].shape == (1, 3, 6, 9)
+    assert fixed.padded_size([(5, 7)], training=True) == (5, 7)  # no training padding configured
+    with pytest.raises(ConfigError, match="test_cfg: expected"):
+        SegDataPreProcessor(test_cfg={"size_divisor": 4, "pad_val": 1})
+
+
+def test_channel_order_bgr_reverses_channels_before_normalising():
+    # an MMSegmentation model trained without bgr_to_rgb sees BGR images; mean/std are in that order
+    pre = SegDataPreProcessor(mean=(1, 2, 3), std=(1, 1, 1), channel_order="bgr")
+    x = pre({"inputs": [_image(1, 1, values=(12, 0, 255))]})["inputs"]
+    assert x[0, :, 0, 0].tolist() == [255 - 1, 0 - 2, 12 - 3]
+    with pytest.raises(ConfigError, match="channel_order"):
+        SegDataPreProcessor(channel_order="gbr")
 
 
 def test_pads_to_fixed_size_or_to_the_largest_image():
@@ -108,7 +130,7 @@ def test_bad_input_is_reported_clearly():
         SegDataPreProcessor(mean=(1, 2, 3), std=None)
     pre = SegDataPreProcessor(size=(4, 4))
     with pytest.raises(ValueError, match=r"inputs\[0\].*larger than size"):
-        pre({"inputs": [_image(5, 4)]})
+        pre({"inputs": [_image(5, 4)], "data_samples": [_sample(5, 4, 0)]}, training=True)
     with pytest.raises(ValueError, match=r"inputs\[0\]: 1 channels but mean/std have 3"):
         pre({"inputs": [torch.zeros(1, 2, 2, dtype=torch.uint8)]})
     with pytest.raises(ValueError, match=r"data_samples\[0\].*needs gt_sem_seg"):
