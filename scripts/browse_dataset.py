@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from segaccel.config import load_config  # noqa: E402
 from segaccel.data import dataset_from_config  # noqa: E402
 from segaccel.data.browse import browse_grid  # noqa: E402
-from segaccel.data.datasets import LOADER_KEYS  # noqa: E402
+from segaccel.data.builder import LOADER_KEYS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from segaccel.data.collate import seg_collate
-from segaccel.data.formatting import PackSegInputs
-from segaccel.data.transforms import Compose, init_results
+from segaccel.data.decode import DecodeError, decode_image
+from segaccel.data.transforms import Compose, PackSegInputs, init_results
 from segaccel.structures import SegDataSample
 
 ImageInput = Image.Image | np.ndarray | str | os.PathLike
@@ -95,17 +95,20 @@ def _test_pipeline(steps: Sequence[dict | Any] | None) -> Compose:
 
 
 def _results_dict(image: ImageInput, index: int) -> dict[str, Any]:
-    """The pipeline's starting dict for one image: RGB uint8 (H, W, 3), shapes, id and path."""
+    """The pipeline's starting dict for one image: RGB uint8 (H, W, 3), shapes, id and path.
+
+    Files and PIL images are decoded as the datasets decode them (`segaccel.data.decode`: upright
+    by their EXIF orientation tag), so an image segments the same here as in `scripts/test.py`.
+    """
     img_path = None
     if isinstance(image, (str, os.PathLike)):
         img_path = str(image)
         if not os.path.isfile(img_path):
             raise FileNotFoundError(f"images[{index}]: no image file at {img_path!r}")
-        with Image.open(img_path) as pil:
-            array = np.asarray(pil.convert("RGB"))
+        array = _decode(image, f"images[{index}] ({img_path})")
         img_id = Path(img_path).stem
     elif isinstance(image, Image.Image):
-        array = np.asarray(image.convert("RGB"))
+        array = _decode(image, f"images[{index}]")
         img_id = str(index)
     elif isinstance(image, np.ndarray):
         array = _rgb_array(image, index)
@@ -115,6 +118,13 @@ def _results_dict(image: ImageInput, index: int) -> dict[str, Any]:
             f"images[{index}]: expected a PIL image, a numpy array or a file path, got {type(image).__name__}"
         )
     return init_results(np.ascontiguousarray(array), img_id=img_id, img_path=img_path)
+
+
+def _decode(image: Image.Image | str | os.PathLike, where: str) -> np.ndarray:
+    try:
+        return decode_image(image).pixels
+    except DecodeError as exc:
+        raise ValueError(f"{where}: the image {exc}") from exc
 
 
 def _rgb_array(array: np.ndarray, index: int) -> np.ndarray:

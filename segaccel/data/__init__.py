@@ -1,17 +1,11 @@
 """Data: Hugging Face datasets, per-sample transforms, packing and batching, the synthetic dataset."""
 
+from segaccel.data.builder import build_dataset, dataset_from_config
+from segaccel.data.classes import dataset_id2label
 from segaccel.data.collate import seg_collate
-from segaccel.data.datasets import (
-    SYNTHETIC_PATH,
-    SampleError,
-    SegDataset,
-    build_dataset,
-    build_hf_dataset,
-    dataset_from_config,
-    dataset_id2label,
-    map_labels,
-)
-from segaccel.data.formatting import PackSegInputs
+from segaccel.data.rows import SampleError, map_labels
+from segaccel.data.seg_dataset import SegDataset
+from segaccel.data.sources import SYNTHETIC_PATH, build_hf_dataset
 from segaccel.data.streaming import SegStreamDataset
 from segaccel.data.synthetic import (
     SYNTHETIC_CLASSES,
@@ -22,6 +16,7 @@ from segaccel.data.synthetic import (
 from segaccel.data.transforms import (
     Compose,
     LoadAnnotations,
+    PackSegInputs,
     Pad,
     PhotoMetricDistortion,
     RandomChoiceResize,

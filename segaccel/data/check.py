@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from segaccel.data.datasets import SegDataset
+from segaccel.data.seg_dataset import SegDataset
 
 
 @dataclass

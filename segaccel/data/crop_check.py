@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from segaccel.data.datasets import SampleError
+from segaccel.data.rows import SampleError
 from segaccel.data.transforms import Pad, RandomCrop
 from segaccel.registry import ConfigError
 

@@ -26,7 +26,8 @@ import torch
 from datasets.distributed import split_dataset_by_node
 
 from segaccel.data.collate import SKIPPED_KEY, seg_collate, skip_marker
-from segaccel.data.datasets import SampleError, SampleReader
+from segaccel.data.rows import SampleError, SampleReader
+from segaccel.data.sources import undecoded_images
 from segaccel.data.transforms import Compose
 
 logger = logging.getLogger(__name__)
@@ -49,12 +50,9 @@ def prepare_stream(
     by `world_size`, else every `world_size`-th example.
     """
     stream = hf_dataset
-    features = stream.features or {}
     if columns and stream.column_names:
         stream = stream.select_columns([c for c in columns if c in stream.column_names])
-    for column in columns or []:
-        if isinstance(features.get(column), datasets.Image):
-            stream = stream.cast_column(column, datasets.Image(decode=False))  # decoded by us, errors named
+    stream = undecoded_images(stream, columns or [])  # decoded by segaccel.data.decode
     if shuffle_buffer_size > 0:
         stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
     if world_size > 1:
@@ -114,13 +112,10 @@ class SegStreamDataset(SampleReader, torch.utils.data.IterableDataset):
         if not isinstance(hf_dataset, datasets.IterableDataset):
             raise TypeError(f"{self._where()}: SegStreamDataset needs a datasets.IterableDataset")
         self._check_columns(hf_dataset.column_names)
-        # Image columns are decoded here, not by `datasets` while iterating: a corrupt file then gives
-        # an error naming the sample (or is skipped) instead of ending the stream.
-        for column in (image_column, label_column):
-            feature = (hf_dataset.features or {}).get(column) if column else None
-            if isinstance(feature, datasets.Image) and feature.decode:
-                hf_dataset = hf_dataset.cast_column(column, datasets.Image(decode=False))
-        self.hf_dataset = hf_dataset
+        # Image columns are decoded here (segaccel.data.decode), not by `datasets` while iterating: the
+        # same pixels as the map-style path, and a corrupt file gives an error naming the sample (or is
+        # skipped) instead of ending the stream.
+        self.hf_dataset = undecoded_images(hf_dataset, [image_column, label_column])
         self.rank = rank
         self.world_size = world_size
         self.infinite = infinite

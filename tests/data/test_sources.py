@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from segaccel.data import SampleError, build_dataset, build_hf_dataset, dataset_id2label
-from segaccel.data.datasets import check_palette, resolve_columns
+from segaccel.data.classes import check_palette
+from segaccel.data.rows import resolve_columns
 from segaccel.registry import ConfigError
 
 FEATURES = datasets.Features({"image": datasets.Image(), "label": datasets.Image()})

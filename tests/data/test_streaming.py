@@ -220,7 +220,7 @@ def test_errors_in_a_stream_name_the_position(tmp_path):
     with pytest.raises(
         SampleError,
         match=r"split 'train' index 1 \(stream position on process 0, worker 0, "
-        r"epoch 0\): column 'image' cannot be decoded",
+        r"epoch 0\): image in column 'image' cannot be decoded",
     ):
         list(ds)
 

@@ -1,0 +1,262 @@
+"""The one image decoder: every path (map-style, streamed, `inference_model`) reads images through it.
+
+Orientation policy (as MMSegmentation, whose `LoadImageFromFile` decodes with `cv2.imdecode` and
+whose `LoadAnnotations` reads label maps with Pillow, unchanged):
+
+- **images** are turned upright by their EXIF orientation tag (JPEG, PNG `eXIf` before the image
+  data, TIFF, WebP, and PIL images that still carry the tag), exactly as `PIL.ImageOps.exif_transpose`
+  does and as `datasets`' `Image` feature, `cv2.imdecode(IMREAD_COLOR)` and every image viewer do;
+- **label maps** are read as stored, never turned: a mask is drawn on the upright image, and
+  MMSegmentation reads it with `flag='unchanged'`, which ignores the tag.
+
+So a photo with an orientation tag and its mask line up as a viewer shows them. A mask drawn on the
+stored (not upright) pixels of a turned photo shows as a size mismatch for a quarter turn of a
+non-square image, which the row reader reports naming the orientation.
+
+Same bytes give the same pixels on every path: JPEG and 8-bit PNG images are decoded by OpenCV
+(faster than Pillow; the same libjpeg-turbo and libpng results, checked in tests/data), every other
+format and mode by Pillow; 8-bit grayscale PNG masks by OpenCV, other masks by Pillow (OpenCV would
+turn palette indices into colours).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, NamedTuple
+
+import cv2
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+
+# Image modes converted to RGB (their meaning is clear); other modes (16-bit, 32-bit, float) are refused.
+RGB_CONVERTIBLE_MODES = (
+    "RGB",
+    "RGBA",
+    "RGBX",
+    "RGBa",
+    "L",
+    "LA",
+    "La",
+    "P",
+    "PA",
+    "1",
+    "CMYK",
+    "YCbCr",
+    "LAB",
+    "HSV",
+)
+# Mask modes read as class ids as stored (palette indices are labels).
+LABEL_MODES = ("L", "P", "1", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+
+EXIF_ORIENTATION = 0x0112
+# (format, PIL raw mode) pairs OpenCV decodes to the same 8-bit pixels as Pillow, faster.
+_CV2_IMAGE_FORMATS = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "L")}
+_CV2_MASK_FORMATS = {("PNG", "L")}
+
+
+class DecodeError(ValueError):
+    """Bytes, a file or a value that cannot be read as an image or a label map (the message says why)."""
+
+
+class DecodedImage(NamedTuple):
+    """An image as the pipeline gets it: `pixels` RGB uint8 (H, W, 3), upright."""
+
+    pixels: np.ndarray
+    path: str | None  # the file it came from, when known
+    orientation: int  # the EXIF orientation that was applied (1: none)
+
+
+def orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    """`img` (H, W, ...) turned upright for EXIF `orientation` 1..8, as `PIL.ImageOps.exif_transpose`.
+
+    2 mirrors left-right, 3 turns 180°, 4 mirrors top-bottom, 5 transposes, 6 turns 90° clockwise,
+    7 transverses, 8 turns 90° counter-clockwise; anything else leaves the image as it is. The result
+    is C-contiguous (one copy when turned).
+    """
+    if orientation == 2:
+        img = img[:, ::-1]
+    elif orientation == 3:
+        img = img[::-1, ::-1]
+    elif orientation == 4:
+        img = img[::-1]
+    elif orientation == 5:
+        img = img.swapaxes(0, 1)
+    elif orientation == 6:
+        img = img.swapaxes(0, 1)[:, ::-1]
+    elif orientation == 7:
+        img = img.swapaxes(0, 1)[::-1, ::-1]
+    elif orientation == 8:
+        img = img.swapaxes(0, 1)[::-1]
+    else:
+        return img
+    return np.ascontiguousarray(img)
+
+
+def read_source(value: Any) -> tuple[bytes, str | None]:
+    """The encoded bytes and file path of `value`: bytes, a path, or a `datasets` Image dict {bytes, path}.
+
+    Remote paths (`hf://...`, `zip://...::...`, URLs) are opened with `datasets`' `xopen`, as the
+    `Image` feature does.
+    """
+    path = None
+    if isinstance(value, dict):
+        path = value.get("path")
+        if value.get("bytes") is not None:
+            return bytes(value["bytes"]), path
+        value = path
+        if value is None:
+            raise DecodeError("holds neither bytes nor a path")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value), path
+    if isinstance(value, (str, os.PathLike)):
+        path = os.fspath(value)
+        try:
+            if os.path.exists(path) or "://" not in path:
+                with open(path, "rb") as f:
+                    return f.read(), path
+            from datasets.utils.file_utils import xopen
+
+            with xopen(path, "rb") as f:
+                return f.read(), path
+        except OSError as exc:
+            raise DecodeError(f"cannot be read from {path!r}: {type(exc).__name__}: {exc}") from exc
+    raise DecodeError(f"expected image bytes, a path or an {{bytes, path}} dict, got {type(value).__name__}")
+
+
+def _open(data: bytes) -> PIL.Image.Image:
+    """Pillow's lazy view of `data` (only the header is parsed)."""
+    try:
+        return PIL.Image.open(io.BytesIO(data))
+    except Exception as exc:
+        raise DecodeError(f"cannot be decoded as an image: {type(exc).__name__}: {exc}") from exc
+
+
+def _load(image: PIL.Image.Image) -> PIL.Image.Image:
+    try:
+        image.load()
+    except Exception as exc:
+        raise DecodeError(f"cannot be decoded as an image: {type(exc).__name__}: {exc}") from exc
+    return image
+
+
+def _raw_mode(image: PIL.Image.Image) -> str | None:
+    """The packing of the stored pixels ("RGB", "L", "L;4", "I;16B", ...) when Pillow knows it."""
+    tile = getattr(image, "tile", None)
+    if not tile or len(tile) != 1:
+        return None
+    args = tile[0][3]
+    return args if isinstance(args, str) else (args[0] if args and isinstance(args[0], str) else None)
+
+
+def _orientation(image: PIL.Image.Image, loaded: bool) -> int:
+    """The EXIF orientation tag of `image` (1 when there is none), without decoding a PNG's pixels."""
+    if image.format == "PNG" and not loaded:
+        raw = image.info.get("exif")  # PngImageFile.getexif() would decode the whole image to look further
+        if not raw:
+            return 1
+        exif = PIL.Image.Exif()
+        exif.load(raw)
+        return int(exif.get(EXIF_ORIENTATION, 1) or 1)
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # a malformed EXIF block: the pixels are still usable, as stored
+        return 1
+
+
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
+
+
+def _cv2_decode(data: bytes, image_format: str, flags: int) -> np.ndarray | None:
+    """OpenCV's decode of a complete JPEG/PNG file; None for a file that does not end with its end marker.
+
+    (A truncated file is left to Pillow, which reports it; some OpenCV versions fill in the missing rows.)
+    """
+    if not data.endswith(_END_MARKERS[image_format]):
+        return None
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+
+
+def _unsupported_image_mode(mode: str) -> DecodeError:
+    return DecodeError(
+        f"has mode {mode!r} (more than 8 bits per channel); convert it to 8-bit RGB first, the scaling to "
+        "use is not known here"
+    )
+
+
+def pil_to_rgb(image: PIL.Image.Image) -> tuple[np.ndarray, int]:
+    """A PIL image as upright RGB uint8 (H, W, 3), and the EXIF orientation applied; its mode converted."""
+    if image.mode not in RGB_CONVERTIBLE_MODES:
+        raise _unsupported_image_mode(image.mode)
+    _load(image)
+    orientation = _orientation(image, loaded=True)
+    if orientation != 1:
+        image = PIL.ImageOps.exif_transpose(image)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image), orientation
+
+
+def array_to_rgb(array: np.ndarray) -> np.ndarray:
+    """A uint8 (H, W[, 1 | 3 | 4]) array as RGB (H, W, 3): grey repeated, alpha dropped."""
+    channels = array.shape[2] if array.ndim == 3 else 1
+    if array.dtype != np.uint8 or array.ndim not in (2, 3) or channels not in (1, 3, 4):
+        raise DecodeError(
+            f"must hold images (encoded bytes, PIL images or uint8 (H, W[, C]) arrays), got an array with "
+            f"dtype {array.dtype} and shape {array.shape}"
+        )
+    if array.ndim == 2 or array.shape[2] == 1:
+        return np.repeat(array.reshape(array.shape[0], array.shape[1], 1), 3, axis=2)
+    return array[..., :3] if array.shape[2] == 4 else array
+
+
+def decode_image(value: Any) -> DecodedImage:
+    """An image as upright RGB uint8 (H, W, 3), with its file path when known and the orientation applied.
+
+    `value`: encoded bytes, a file path, a `datasets` Image dict {bytes, path}, a PIL image or a uint8
+    array (arrays are taken as RGB, as they are). Raises `DecodeError` (a message to prefix with
+    where the image comes from) for anything else, undecodable data, or 16-bit/float images.
+    """
+    if isinstance(value, PIL.Image.Image):
+        pixels, orientation = pil_to_rgb(value)
+        return DecodedImage(pixels, getattr(value, "filename", None) or None, orientation)
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return DecodedImage(array_to_rgb(np.asarray(value)), None, 1)
+    data, path = read_source(value)
+    image = _open(data)
+    if image.mode not in RGB_CONVERTIBLE_MODES:
+        raise _unsupported_image_mode(image.mode)
+    if (image.format, _raw_mode(image)) in _CV2_IMAGE_FORMATS:
+        orientation = _orientation(image, loaded=False)
+        img = _cv2_decode(data, image.format, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+        if img is not None:
+            return DecodedImage(orient(img, orientation), path, orientation)
+    # Pillow for every other format and mode; its decoder also names what is wrong with a broken file
+    pixels, orientation = pil_to_rgb(image)
+    return DecodedImage(pixels, path, orientation)
+
+
+def decode_mask(value: Any) -> np.ndarray:
+    """A label map as stored (H, W): palette indices are labels, no colour conversion, no orientation.
+
+    `value` as for `decode_image`; arrays are returned as they are (the row reader checks them). PIL
+    modes other than `LABEL_MODES` (colour, multi-channel) raise `DecodeError`.
+    """
+    if isinstance(value, (np.ndarray, list, tuple)):
+        return np.asarray(value)
+    if isinstance(value, PIL.Image.Image):
+        image = value
+    else:
+        data, _ = read_source(value)
+        image = _open(data)
+    if image.mode not in LABEL_MODES:
+        raise DecodeError(
+            f"has {len(image.getbands())} channel(s) (mode {image.mode}); a mask must be a single-channel "
+            f"label image of class ids (modes {', '.join(LABEL_MODES)}), never colours"
+        )
+    if image is not value and (image.format, _raw_mode(image)) in _CV2_MASK_FORMATS:
+        mask = _cv2_decode(data, image.format, cv2.IMREAD_UNCHANGED)
+        if mask is not None and mask.ndim == 2:
+            return mask
+    return np.asarray(_load(image))
