@@ -59,15 +59,26 @@ def test_avg_non_ignore_denominators():
     )
 
 
-def test_class_weight():
+@pytest.mark.parametrize("avg_non_ignore", [False, True])
+def test_class_weight(avg_non_ignore):
+    # MMSegmentation 1.x divides by the summed class weights of the labels: 0.2 * 200 / 0.2
     pred, label = torch.tensor([[100.0, -100.0]]), torch.tensor([1])
-    assert CrossEntropyLoss(class_weight=[0.8, 0.2])(pred, label).item() == pytest.approx(
-        40.0
-    )  # 0.2 * 200 / 1
-    # avg_non_ignore=True averages like F.cross_entropy: by the summed class weights
-    assert CrossEntropyLoss(class_weight=[0.8, 0.2], avg_non_ignore=True)(
-        pred, label
-    ).item() == pytest.approx(200.0)
+    loss = CrossEntropyLoss(class_weight=[0.8, 0.2], avg_non_ignore=avg_non_ignore)(pred, label)
+    assert loss.item() == pytest.approx(200.0)
+    # without ignored pixels both settings are PyTorch's weighted mean
+    torch.manual_seed(0)
+    pred, label = torch.randn(2, 3, 4, 5), torch.randint(0, 3, (2, 4, 5))
+    weights = [0.3, 1.0, 2.5]
+    expected = F.cross_entropy(pred, label, weight=torch.tensor(weights))
+    loss = CrossEntropyLoss(class_weight=weights, avg_non_ignore=avg_non_ignore)(pred, label)
+    torch.testing.assert_close(loss, expected)
+    # by hand: 3 pixels, labels 0, 1, 1
+    pred = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    label = torch.tensor([0, 1, 1])
+    nll = [math.log(1 + math.exp(-2)), math.log(1 + math.exp(-1)), math.log(2)]
+    by_hand = (0.5 * nll[0] + 2.0 * nll[1] + 2.0 * nll[2]) / (0.5 + 2.0 + 2.0)
+    loss = CrossEntropyLoss(class_weight=[0.5, 2.0], avg_non_ignore=avg_non_ignore)(pred, label)
+    assert loss.item() == pytest.approx(by_hand, rel=1e-6)
 
 
 @pytest.mark.parametrize("use_sigmoid", [False, True])
@@ -93,8 +104,20 @@ def test_class_weight_with_ignored_pixels(use_sigmoid):
         assert loss_valid.item() == pytest.approx(summed.item() / (4 * int(valid.sum())), rel=1e-5)
     else:
         summed = F.cross_entropy(pred, label, weight=w, ignore_index=255, reduction="sum")
-        assert loss.item() == pytest.approx(summed.item() / label.numel(), rel=1e-5)
+        # ignored pixels (label 255, no class) count with weight 1, valid ones with their class weight
+        weight_sum = w[label[valid]].sum() + int((~valid).sum())
+        assert loss.item() == pytest.approx(summed.item() / weight_sum.item(), rel=1e-5)
         torch.testing.assert_close(loss_valid, F.cross_entropy(pred, label, weight=w, ignore_index=255))
+
+
+def test_class_weight_with_an_ignore_label_that_is_a_class():
+    """MMSegmentation's formula where it is defined: the ignored pixels weigh class_weight[ignore_index]."""
+    torch.manual_seed(1)
+    pred, label = torch.randn(1, 3, 4, 4), torch.randint(0, 3, (1, 4, 4))
+    w = torch.tensor([0.5, 1.5, 3.0])
+    summed = F.cross_entropy(pred, label, weight=w, ignore_index=0, reduction="sum")
+    loss = CrossEntropyLoss(class_weight=w.tolist())(pred, label, ignore_index=0)
+    assert loss.item() == pytest.approx(summed.item() / w[label].sum().item(), rel=1e-6)
 
 
 def test_loss_weight_reduction_and_pixel_weight():

@@ -4,12 +4,17 @@ Averaging (`reduction="mean"`), as in MMSegmentation:
 
 - `avg_non_ignore=False` (its default): the summed loss is divided by *all* pixels, ignored ones
   included (ignored pixels contribute 0 to the sum). With sigmoid, by all elements `N*C*H*W`.
-- `avg_non_ignore=True`: divided by the non-ignored pixels only — for softmax with `class_weight`
-  by the sum of the class weights of the non-ignored pixels, which is exactly
-  `F.cross_entropy(..., weight=class_weight, ignore_index=...)` with `reduction="mean"` (the
-  behaviour MMSegmentation's warning refers to), except that an all-ignored batch gives 0, not NaN.
+- `avg_non_ignore=True`: divided by the non-ignored pixels only.
 
-`class_weight` never indexes ignored pixels, so it works with any `ignore_index`.
+With `class_weight` (softmax), every pixel counts with its class's weight, as MMSegmentation 1.x
+normalises: `avg_non_ignore=True` divides by the summed weights of the non-ignored pixels, which is
+exactly `F.cross_entropy(..., weight=class_weight, ignore_index=...)` with `reduction="mean"` (except
+that an all-ignored batch gives 0, not NaN); `avg_non_ignore=False` also adds the ignored pixels,
+each with weight `class_weight[ignore_index]` when the ignore label is a class index, else 1
+(MMSegmentation indexes `class_weight` with the ignore label there, which fails for 255: our fix).
+Without ignored pixels both settings equal PyTorch's weighted mean.
+
+`class_weight` never indexes an ignore label outside the classes, so it works with any `ignore_index`.
 """
 
 from __future__ import annotations
@@ -64,14 +69,24 @@ def cross_entropy(
             return _reduce(loss, reduction, avg_factor)
         total = loss.sum()
     if avg_factor is None:
-        if not avg_non_ignore:
-            avg_factor = label.numel()
-        elif class_weight is None:
-            avg_factor = (label != ignore_index).sum()
-        else:  # each valid pixel counts with its class weight; the ignore label never indexes
-            valid = label != ignore_index
-            avg_factor = (class_weight[label.masked_fill(~valid, 0)] * valid).sum()
+        avg_factor = _average_factor(label, class_weight, ignore_index, avg_non_ignore)
     return total / (avg_factor + _EPS)
+
+
+def _average_factor(
+    label: torch.Tensor, class_weight: torch.Tensor | None, ignore_index: int, avg_non_ignore: bool
+) -> torch.Tensor | int:
+    """What MMSegmentation divides the summed loss by (see the module docstring)."""
+    valid = label != ignore_index
+    if class_weight is None:
+        return valid.sum() if avg_non_ignore else label.numel()
+    # each valid pixel counts with its class weight; the ignore label never indexes out of range
+    factor = (class_weight[label.masked_fill(~valid, 0)] * valid).sum()
+    if not avg_non_ignore:
+        in_range = 0 <= ignore_index < class_weight.numel()
+        ignored_weight = class_weight[ignore_index] if in_range else class_weight.new_ones(())
+        factor = factor + (~valid).sum() * ignored_weight
+    return factor
 
 
 def binary_cross_entropy(
