@@ -36,11 +36,7 @@ from .config_json import (
     model_parts,
 )
 from .pretrained import PretrainedMixin
-from .weights import (
-    load_pretrained_weights,  # noqa: F401  (importable here until segaccel.engine imports it from .weights)
-    load_transformers_mit,
-    transformers_encoder,
-)
+from .weights import load_transformers_mit, transformers_encoder
 
 MODES = ("loss", "predict", "tensor")
 FLIP_DIMS = {"horizontal": (-1,), "vertical": (-2,), "diagonal": (-2, -1)}

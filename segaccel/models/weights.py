@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from huggingface_hub import constants, hf_hub_download
@@ -49,7 +49,7 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 class WeightsSource:
     """A local weights `file`, a local model `folder`, or a `hub` repo id (at `revision`)."""
 
-    kind: str
+    kind: Literal["file", "folder", "hub"]
     location: str
     revision: str | None = None
 
