@@ -6,7 +6,10 @@ class listed below.
 
 from segaccel.registry import MODELS
 
+from .backbones.convnext import ConvNeXt
 from .backbones.mit import MixVisionTransformer
+from .backbones.resnet import ResNet, ResNetV1c, ResNetV1d
+from .backbones.swin import SwinTransformer
 from .backbones.timm_backbone import TimmBackbone
 from .data_preprocessor import SegDataPreProcessor
 from .heads.aspp_head import ASPPHead
@@ -33,11 +36,13 @@ MODELS.register(Segmentor, name="EncoderDecoder")
 MODELS.register(DiceLoss, FocalLoss, LovaszLoss, TverskyLoss, OHEMPixelSampler)
 MODELS.register(FCNHead, PSPHead, ASPPHead, DepthwiseSeparableASPPHead, UPerHead, FPN)
 MODELS.register(TimmBackbone)
+MODELS.register(ResNet, ResNetV1c, ResNetV1d, SwinTransformer, ConvNeXt)
 MODELS.register(BNHead, DPTHead, MultiLevelNeck)
 MODELS.register(SegTTAModel)
 
 __all__ = [
     "ASPPHead",
+    "ConvNeXt",
     "BNHead",
     "CrossEntropyLoss",
     "DPTHead",
@@ -51,10 +56,14 @@ __all__ = [
     "MultiLevelNeck",
     "OHEMPixelSampler",
     "PSPHead",
+    "ResNet",
+    "ResNetV1c",
+    "ResNetV1d",
     "SegDataPreProcessor",
     "SegTTAModel",
     "SegformerHead",
     "Segmentor",
+    "SwinTransformer",
     "TimmBackbone",
     "TverskyLoss",
     "UPerHead",
