@@ -16,6 +16,7 @@ from .heads.aspp_head import ASPPHead
 from .heads.bn_head import BNHead
 from .heads.dpt_head import DPTHead
 from .heads.fcn_head import FCNHead
+from .heads.mask2former_head import Mask2FormerHead
 from .heads.psp_head import PSPHead
 from .heads.segformer_head import SegformerHead
 from .heads.sep_aspp_head import DepthwiseSeparableASPPHead
@@ -24,7 +25,9 @@ from .losses.cross_entropy_loss import CrossEntropyLoss
 from .losses.dice_loss import DiceLoss
 from .losses.focal_loss import FocalLoss
 from .losses.lovasz_loss import LovaszLoss
+from .losses.mask_losses import MaskClassificationLoss
 from .losses.tversky_loss import TverskyLoss
+from .matchers.hungarian import HungarianMatcher
 from .necks.fpn import FPN
 from .necks.multilevel_neck import MultiLevelNeck
 from .samplers.ohem_pixel_sampler import OHEMPixelSampler
@@ -39,6 +42,7 @@ MODELS.register(TimmBackbone)
 MODELS.register(ResNet, ResNetV1c, ResNetV1d, SwinTransformer, ConvNeXt)
 MODELS.register(BNHead, DPTHead, MultiLevelNeck)
 MODELS.register(SegTTAModel)
+MODELS.register(Mask2FormerHead, MaskClassificationLoss, HungarianMatcher)
 
 __all__ = [
     "ASPPHead",
@@ -51,7 +55,10 @@ __all__ = [
     "FCNHead",
     "FPN",
     "FocalLoss",
+    "HungarianMatcher",
     "LovaszLoss",
+    "Mask2FormerHead",
+    "MaskClassificationLoss",
     "MixVisionTransformer",
     "MultiLevelNeck",
     "OHEMPixelSampler",
