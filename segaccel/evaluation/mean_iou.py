@@ -27,9 +27,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
-import evaluate
 import numpy as np
 import torch
+
+try:
+    import evaluate
+except ModuleNotFoundError as error:  # an optional extra: only MeanIoU needs it
+    raise ImportError(
+        "segaccel.evaluation.MeanIoU needs the `evaluate` package: pip install 'segaccel[evaluate]'"
+    ) from error
 
 from segaccel.evaluation.iou_metric import IoUMetric
 from segaccel.structures import PixelData, SegDataSample
