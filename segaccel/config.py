@@ -4,11 +4,17 @@ A config is a plain nested `dict`. `_base_: [a.yaml, b.yaml]` (paths relative to
 loaded first, in order, and the file's own keys are merged on top: dicts merge key by key, any
 other value (lists included) replaces. Overrides such as `train_cfg.max_iters=200` are parsed as
 YAML scalars and applied last.
+
+YAML is read with `yaml.SafeLoader` (no tags that build objects), after a check of its events:
+nesting deeper than `max_config_depth` or more values than `max_config_nodes` (an alias counted with
+everything it repeats, so an "alias bomb" is refused before it expands) is a `ConfigError` naming the
+file (`segaccel.limits`). `load_json_file` reads a model's JSON files with the same depth limit.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import tempfile
@@ -17,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from segaccel.limits import get_limits
 from segaccel.registry import ConfigError
 
 BASE_KEY = "_base_"
@@ -59,7 +66,8 @@ def _load_with_bases(path: Path, stack: tuple[Path, ...]) -> dict[str, Any]:
         where = f" (a _base_ of {stack[-1]})" if stack else ""
         raise FileNotFoundError(f"config file {path} not found{where}")
     with open(path, encoding="utf-8") as f:
-        raw = yaml.load(f, Loader=_YamlLoader) or {}
+        text = f.read()
+    raw = load_yaml_text(text, str(path)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a mapping at the top level, got {type(raw).__name__}")
     bases = raw.pop(BASE_KEY, [])
@@ -79,7 +87,92 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     keys = key.strip().split(".")
     if not all(keys):
         raise ConfigError(f"override {text!r} has an empty key part")
-    return keys, yaml.load(value, Loader=_YamlLoader) if value.strip() else None
+    return keys, load_yaml_text(value, f"override {text!r}") if value.strip() else None
+
+
+def load_yaml_text(text: str, where: str) -> Any:
+    """Parse YAML text safely, after checking its nesting and expanded size (`where` names it)."""
+    check_yaml_size(text, where)
+    return yaml.load(text, Loader=_YamlLoader)
+
+
+def check_yaml_size(text: str, where: str) -> None:
+    """A ConfigError naming `where` when the YAML nests deeper than `max_config_depth` or holds
+    more than `max_config_nodes` values once its aliases are expanded.
+
+    Reads the parser's events (no recursion, nothing built): an anchored node's expanded size is
+    recorded when it ends, and every alias adds that size, so a billion-laughs document is refused
+    after reading a few lines of it. Syntax errors are left to the loader, which reports them.
+    """
+    lim = get_limits()
+    depth, total = 0, 0
+    anchors: dict[str, int] = {}
+    starts: list[tuple[str | None, int]] = []
+    try:
+        for event in yaml.parse(text, Loader=_YamlLoader):
+            if isinstance(event, yaml.AliasEvent):
+                total += anchors.get(event.anchor, 1)
+            elif isinstance(event, yaml.ScalarEvent):
+                total += 1
+                if event.anchor:
+                    anchors[event.anchor] = 1
+            elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                total += 1
+                depth += 1
+                if depth > lim.max_config_depth:
+                    raise ConfigError(
+                        f"{where}: nested deeper than {lim.max_config_depth} levels (line "
+                        f"{event.start_mark.line + 1}); " + lim.how_to_raise("max_config_depth")
+                    )
+                starts.append((event.anchor, total))
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+                anchor, start = starts.pop()
+                if anchor:
+                    anchors[anchor] = total - start + 1
+            if total > lim.max_config_nodes:
+                raise ConfigError(
+                    f"{where}: more than {lim.max_config_nodes} values once its aliases (*name) are expanded "
+                    f"(line {event.start_mark.line + 1}); " + lim.how_to_raise("max_config_nodes")
+                )
+    except yaml.YAMLError:
+        return  # the loader reports the syntax error with its position
+
+
+def load_json_file(path: str | os.PathLike) -> Any:
+    """Parse a JSON file (a model's `config.json`, ...) after checking its size and nesting.
+
+    Larger than `max_config_bytes` or nested deeper than `max_config_depth`: a ConfigError naming
+    the file. Invalid JSON raises `json.JSONDecodeError` as `json.load` does.
+    """
+    lim = get_limits()
+    size = os.path.getsize(path)
+    if size > lim.max_config_bytes:
+        raise ConfigError(
+            f"{path}: {size} bytes, over the limit of {lim.max_config_bytes} for a JSON file; "
+            + lim.how_to_raise("max_config_bytes")
+        )
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    depth = json_depth(text)
+    if depth > lim.max_config_depth:
+        raise ConfigError(
+            f"{path}: nested {depth} levels deep, over the limit of {lim.max_config_depth}; "
+            + lim.how_to_raise("max_config_depth")
+        )
+    return json.loads(text)
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of objects and arrays in JSON `text` (brackets inside strings ignored)."""
+    depth = deepest = 0
+    for char in re.sub(r"[^\[\]{}]", "", _JSON_STRING.sub("", text)):
+        depth += 1 if char in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

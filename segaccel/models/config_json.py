@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 import numbers
 import os
 from collections.abc import Iterable, Sequence
@@ -21,6 +20,7 @@ from huggingface_hub import constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 from torch import nn
 
+from segaccel.config import load_json_file
 from segaccel.registry import MODELS, ConfigError
 
 from .checkpoint_formats import format_of_config
@@ -269,8 +269,7 @@ def read_config_json(model_id: str, kwargs: dict[str, Any]) -> tuple[bool, Any]:
             path = hf_hub_download(repo_id=model_id, filename=constants.CONFIG_NAME, **hub_kwargs)
         except (OSError, EntryNotFoundError, ValueError):  # not found, offline, a bad repo id, ...
             return False, None
-    with open(path, encoding="utf-8") as f:
-        return True, json.load(f)
+    return True, load_json_file(path)
 
 
 def check_config_json(config: Any, where: str, given: dict[str, Any]) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .config_guard import check_slide_windows
+
 logger = logging.getLogger(__name__)
 
 _UNKNOWN = object()  # min_input_size not probed yet
@@ -47,6 +49,7 @@ def slide_inference(
     """
     h_crop, w_crop = model.test_cfg["crop_size"]
     n, _, h_img, w_img = inputs.shape
+    check_slide_windows((h_img, w_img), model.test_cfg["crop_size"], model.test_cfg["stride"])
     windows = slide_windows((h_img, w_img), model.test_cfg["crop_size"], model.test_cfg["stride"])
     min_h, min_w = min_input_size(model, inputs) or (1, 1)
     window_hw = (max(h_crop, min_h), max(w_crop, min_w))  # what the model sees

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ from segaccel.registry import ConfigError
 
 from .config_json import check_config_json, from_pretrained_kwargs, read_config_json, without_pretrained
 from .weights import (
+    check_shapes_before_build,
     load_checked_state_dict,
     model_config,
     read_checkpoint,
@@ -28,6 +30,7 @@ from .weights import (
 )
 
 T = TypeVar("T", bound="PretrainedMixin")
+logger = logging.getLogger(__name__)
 
 
 class PretrainedMixin(PyTorchModelHubMixin):
@@ -175,13 +178,21 @@ class PretrainedMixin(PyTorchModelHubMixin):
             accepted=inspect.signature(cls.__init__).parameters,
             where=f"{model_id}/{constants.CONFIG_NAME}",
         )
+        where = f"{model_id}/{constants.CONFIG_NAME}"
+        try:
+            # Built first on the meta device (shapes, no memory): the weights' shapes are compared with
+            # what config.json asks for before anything is allocated for it.
+            shell = _meta_state_dict(cls, kwargs)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        weights = weights_source(weights_file) if weights_file is not None else source
+        checkpoint = read_checkpoint(weights, config=config, **hub_kwargs)
+        if shell is not None:
+            check_shapes_before_build(shell, checkpoint.state_dict, reinit_heads, checkpoint.file)
         try:
             model = cls(**kwargs)
         except ConfigError as exc:
-            raise ConfigError(f"{model_id}/{constants.CONFIG_NAME}: {exc}") from exc
-
-        weights = weights_source(weights_file) if weights_file is not None else source
-        checkpoint = read_checkpoint(weights, config=config, **hub_kwargs)
+            raise ConfigError(f"{where}: {exc}") from exc
         model.load_weights(
             checkpoint.state_dict, strict=strict, reinit_heads=reinit_heads, source=checkpoint.file
         )
@@ -203,3 +214,16 @@ class PretrainedMixin(PyTorchModelHubMixin):
         With `strict=False`, missing and unexpected keys are logged instead of raising.
         """
         load_checked_state_dict(self, state_dict, strict=strict, reinit_heads=reinit_heads, source=source)
+
+
+def _meta_state_dict(cls: type, kwargs: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The state dict of `cls(**kwargs)` built on the meta device (shapes only), or None when a part
+    cannot be built there (then the shapes are compared after the real build). ConfigErrors propagate."""
+    try:
+        with torch.device("meta"):
+            return cls(**kwargs).state_dict()
+    except ConfigError:
+        raise
+    except Exception as exc:  # a part that computes values while it is built (.item(), numpy)
+        logger.debug("could not build the model on the meta device first (%s: %s)", type(exc).__name__, exc)
+        return None

@@ -26,6 +26,7 @@ from segaccel.registry import MODELS, ConfigError
 from segaccel.structures import PixelData, SegDataSample
 
 from . import inference_modes
+from .config_guard import check_model_limits
 from .config_json import (
     FORMAT_VERSION,
     check_id2label,
@@ -82,6 +83,9 @@ class Segmentor(
         init_cfg: dict | None = None,
     ) -> None:
         super().__init__()
+        # Values that size the work (class counts, test-time sizes, slide windows) against the limits of
+        # segaccel.limits, before anything is allocated for them.
+        check_model_limits(decode_head, auxiliary_head, data_preprocessor, test_cfg, test_pipeline, id2label)
         # Every part in its JSON form (defaults filled in), and built from that: a model built here and
         # one rebuilt from config.json receive exactly the same arguments. `config` adds the current
         # inference settings and class names to these.

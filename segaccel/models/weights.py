@@ -29,6 +29,7 @@ from huggingface_hub import constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 from torch import nn
 
+from segaccel.config import load_json_file
 from segaccel.convert import is_transformers_segformer, mit_state_dict_from_transformers, read_state_dict
 from segaccel.registry import ConfigError
 
@@ -147,8 +148,7 @@ def read_model_json(source: WeightsSource, filename: str, **hub_kwargs: Any) -> 
         path = os.path.join(source.model_location, filename)
         if not os.path.isfile(path):
             return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return load_json_file(path)
 
 
 def _hub_file(source: WeightsSource, filename: str, hub_kwargs: dict[str, Any]) -> str:
@@ -237,6 +237,22 @@ def load_checked_state_dict(
     With `strict=False`, missing and unexpected keys are logged instead of raising.
     """
     own = model.state_dict()
+    reinit = check_state_dict(own, state_dict, strict=strict, reinit_heads=reinit_heads, source=source)
+    kept = {k: v for k, v in state_dict.items() if k not in reinit and k in own}
+    check_weight_values(own, kept, source)
+    model.load_state_dict(kept, strict=False)
+
+
+def check_state_dict(
+    own: dict[str, torch.Tensor],
+    state_dict: dict[str, torch.Tensor],
+    strict: bool = True,
+    reinit_heads: bool = False,
+    source: str = "state_dict",
+) -> list[str]:
+    """Compare weights' names and shapes with a model's (`own`: its state dict, possibly on the meta
+    device); raise naming every problem (see `load_checked_state_dict`). Returns the head weights
+    to re-initialise (`reinit_heads`: shape differs)."""
     missing = _missing_keys(own, state_dict)
     unexpected = sorted(k for k in state_dict if k not in own)
     mismatched = sorted(k for k in state_dict if k in own and state_dict[k].shape != own[k].shape)
@@ -265,8 +281,85 @@ def load_checked_state_dict(
         logger.warning(
             "%s: re-initialised for the new class count (shape differs): %s", source, ", ".join(reinit)
         )
-    kept = {k: v for k, v in state_dict.items() if k not in reinit and k in own}
-    model.load_state_dict(kept, strict=False)
+    return reinit
+
+
+def check_shapes_before_build(
+    shell: dict[str, torch.Tensor],
+    state_dict: dict[str, torch.Tensor],
+    reinit_heads: bool = False,
+    source: str = "state_dict",
+) -> None:
+    """Refuse weights whose shapes differ from a model's before the model is built for real.
+
+    `shell` is the state dict of the model built on the meta device (shapes, no memory), so a
+    config.json that asks for a layer the weights do not have (`num_classes: 100000000`, a wider
+    head) is refused before anything is allocated for it. Names are checked after the real build.
+    """
+    common = {k: shell[k] for k in state_dict if k in shell}
+    mismatched = [
+        k
+        for k in sorted(common)
+        if state_dict[k].shape != common[k].shape and not (reinit_heads and k.startswith(HEAD_PREFIXES))
+    ]
+    if mismatched:
+        check_state_dict(
+            {k: common[k] for k in mismatched}, {k: state_dict[k] for k in mismatched}, source=source
+        )
+
+
+def _dtype_family(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    if dtype.is_complex:
+        return "complex"
+    if dtype.is_floating_point:
+        return "float"
+    return "integer"
+
+
+def check_weight_values(
+    own: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor], source: str = "state_dict"
+) -> None:
+    """Refuse weights that are not what the model's tensors are: a float parameter stored as an
+    integer or bool tensor (loading would silently cast it), or a NaN/infinite value, naming the tensors.
+
+    A cast within a family (float16 -> float32, int32 -> int64) is allowed and logged.
+    """
+    wrong, casts = [], {}
+    for k, v in state_dict.items():
+        if k not in own:
+            continue
+        want, got = str(own[k].dtype).removeprefix("torch."), str(v.dtype).removeprefix("torch.")
+        if _dtype_family(own[k].dtype) != _dtype_family(v.dtype):
+            wrong.append(f"{k}: {got} in the file, {want} in the model")
+        elif want != got:
+            casts[f"{got} -> {want}"] = casts.get(f"{got} -> {want}", 0) + 1
+    if wrong:
+        shown = wrong[:8] + ([f"... and {len(wrong) - 8} more"] if len(wrong) > 8 else [])
+        raise ValueError(
+            f"{source}: {len(wrong)} tensor(s) are stored with a dtype of another kind than the model's "
+            "(a float parameter read from integer or bool data would load as garbage); the file is damaged "
+            "or not these weights:\n  " + "\n  ".join(shown)
+        )
+    if casts:
+        logger.info(
+            "%s: weights cast to the model's dtype: %s",
+            source,
+            ", ".join(f"{n} tensor(s) {pair}" for pair, n in casts.items()),
+        )
+    bad = []
+    for k, v in state_dict.items():
+        if k in own and v.is_floating_point() and v.numel():
+            n = int((~torch.isfinite(v)).sum())
+            if n:
+                bad.append(f"{k}: {n} of {v.numel()} values")
+    if bad:
+        shown = bad[:8] + ([f"... and {len(bad) - 8} more"] if len(bad) > 8 else [])
+        raise ValueError(
+            f"{source}: {len(bad)} tensor(s) hold NaN or infinite values; such weights predict nothing "
+            "meaningful (a diverged training run or a damaged file):\n  " + "\n  ".join(shown)
+        )
 
 
 def _missing_keys(own: dict[str, torch.Tensor], loaded: dict[str, torch.Tensor]) -> list[str]:
