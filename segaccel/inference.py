@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from segaccel.data.collate import seg_collate
-from segaccel.data.decode import DecodeError, decode_image
+from segaccel.data.decode import DecodeError, check_size, decode_image
 from segaccel.data.transforms import Compose, PackSegInputs, init_results
 from segaccel.structures import SegDataSample
 
@@ -128,6 +128,11 @@ def _decode(image: Image.Image | str | os.PathLike, where: str) -> np.ndarray:
 
 
 def _rgb_array(array: np.ndarray, index: int) -> np.ndarray:
+    if array.ndim >= 2:
+        try:
+            check_size(array.shape[0], array.shape[1])
+        except DecodeError as exc:
+            raise ValueError(f"images[{index}]: the image {exc}") from exc
     if array.dtype != np.uint8:
         raise TypeError(f"images[{index}]: a numpy image must be uint8 (0-255), got {array.dtype}")
     if array.ndim == 3 and array.shape[2] == 1:

@@ -13,6 +13,12 @@ So a photo with an orientation tag and its mask line up as a viewer shows them. 
 stored (not upright) pixels of a turned photo shows as a size mismatch for a quarter turn of a
 non-square image, which the row reader reports naming the orientation.
 
+Size policy: an image or mask larger than `max_image_side` or `max_image_pixels` (`segaccel.limits`,
+default 8192² pixels) is refused from its header, before its pixels are decoded, with the size and the
+limit; 16-bit, 32-bit and float images are refused (the scaling to 8 bits is not known here). The same
+checks apply to PIL images and arrays handed in directly, so the dataset reader and `inference_model`
+accept and refuse the same files.
+
 Same bytes give the same pixels on every path: JPEG and 8-bit PNG images are decoded by OpenCV
 (faster than Pillow; the same libjpeg-turbo and libpng results, checked in tests/data), every other
 format and mode by Pillow; 8-bit grayscale PNG masks by OpenCV, other masks by Pillow (OpenCV would
@@ -23,12 +29,15 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
+
+from segaccel.limits import check_image_size
 
 # Image modes converted to RGB (their meaning is clear); other modes (16-bit, 32-bit, float) are refused.
 RGB_CONVERTIBLE_MODES = (
@@ -126,11 +135,23 @@ def read_source(value: Any) -> tuple[bytes, str | None]:
 
 
 def _open(data: bytes) -> PIL.Image.Image:
-    """Pillow's lazy view of `data` (only the header is parsed)."""
+    """Pillow's lazy view of `data` (only the header is parsed); its size checked against the limits."""
     try:
-        return PIL.Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # the size is checked here against segaccel's own limits
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            image = PIL.Image.open(io.BytesIO(data))
     except Exception as exc:
         raise DecodeError(f"cannot be decoded as an image: {type(exc).__name__}: {exc}") from exc
+    check_size(image.height, image.width)
+    return image
+
+
+def check_size(height: int, width: int) -> None:
+    """DecodeError when an image of this size is over `max_image_side` or `max_image_pixels`."""
+    try:
+        check_image_size(height, width, "image")
+    except ValueError as exc:
+        raise DecodeError(str(exc).removeprefix("image ")) from None
 
 
 def _load(image: PIL.Image.Image) -> PIL.Image.Image:
@@ -219,10 +240,14 @@ def decode_image(value: Any) -> DecodedImage:
     where the image comes from) for anything else, undecodable data, or 16-bit/float images.
     """
     if isinstance(value, PIL.Image.Image):
+        check_size(value.height, value.width)
         pixels, orientation = pil_to_rgb(value)
         return DecodedImage(pixels, getattr(value, "filename", None) or None, orientation)
     if isinstance(value, (np.ndarray, list, tuple)):
-        return DecodedImage(array_to_rgb(np.asarray(value)), None, 1)
+        array = np.asarray(value)
+        if array.ndim >= 2:
+            check_size(array.shape[0], array.shape[1])
+        return DecodedImage(array_to_rgb(array), None, 1)
     data, path = read_source(value)
     image = _open(data)
     if image.mode not in RGB_CONVERTIBLE_MODES:
@@ -244,9 +269,13 @@ def decode_mask(value: Any) -> np.ndarray:
     modes other than `LABEL_MODES` (colour, multi-channel) raise `DecodeError`.
     """
     if isinstance(value, (np.ndarray, list, tuple)):
-        return np.asarray(value)
+        array = np.asarray(value)
+        if array.ndim >= 2:
+            check_size(array.shape[0], array.shape[1])
+        return array
     if isinstance(value, PIL.Image.Image):
         image = value
+        check_size(image.height, image.width)
     else:
         data, _ = read_source(value)
         image = _open(data)
