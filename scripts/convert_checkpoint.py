@@ -7,6 +7,10 @@
     python scripts/convert_checkpoint.py segformer_mit-b0_ade.pth converted/b0 \
         --config configs/segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.yaml
 
+An existing OUT_DIR is written into only with `--force`, and then only the files this script writes
+(config.json, model.safetensors, the model card README.md unless it was written by hand, config.yaml)
+are replaced; other files are left alone.
+
 The result loads with `Segmentor.from_pretrained(OUT_DIR)` and can be pushed with
 `scripts/push_to_hub.py OUT_DIR REPO_ID`. MMSegmentation checkpoints are read with
 `torch.load(weights_only=True)`; their class names and palette (checkpoint `meta`) are kept. After
@@ -39,6 +43,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("out_dir", help="the segaccel model folder to write")
     parser.add_argument("--config", help="our YAML config of the same model (MMSegmentation checkpoints)")
     parser.add_argument("--revision", help="Hub revision of a transformers repo")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an OUT_DIR that already holds files this script writes, replacing them",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="overrides for --config")
     return parser.parse_args(argv)
 
@@ -72,9 +81,26 @@ def convert_mmseg(path: Path, config: str, overrides: list[str]) -> tuple[Segmen
     return model.eval(), cfg
 
 
+WRITTEN_FILES = ("config.json", "model.safetensors", "README.md", "config.yaml")
+
+
+def check_out_dir(out_dir: Path, force: bool) -> None:
+    """Refuse (before any work) an OUT_DIR that is a file, or that holds files this script would
+    replace, unless `--force`."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SystemExit(f"convert_checkpoint.py: {out_dir} exists and is not a folder")
+    existing = [name for name in WRITTEN_FILES if (out_dir / name).exists()]
+    if existing and not force:
+        raise SystemExit(
+            f"convert_checkpoint.py: {out_dir} already holds {', '.join(existing)}; nothing was written. "
+            "Choose a new folder, or pass --force to replace those files (others are left alone)"
+        )
+
+
 def main(argv: list[str] | None = None) -> Path:
     args = parse_args(argv)
     source = Path(args.source)
+    check_out_dir(Path(args.out_dir), args.force)
     cfg = None
     if source.suffix in PICKLE_SUFFIXES or source.suffix == ".safetensors":
         if not args.config:
