@@ -75,6 +75,7 @@ def count(config: str, shape: tuple[int, int] | None = None, overrides: list[str
     h, w = shape or default_shape(config)
     params = sum(p.numel() for p in model.parameters())
     backbone_params = sum(p.numel() for p in model.backbone.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, 3, h, w), mode="tensor")
     flops = counter.get_total_flops()
@@ -83,6 +84,7 @@ def count(config: str, shape: tuple[int, int] | None = None, overrides: list[str
         "input": f"1x3x{h}x{w}",
         "params_M": params / 1e6,
         "backbone_params_M": backbone_params / 1e6,
+        "trainable_params_M": trainable / 1e6,
         "GFLOPs": flops / 1e9,
         "GMACs": flops / 2e9,
     }
@@ -99,7 +101,10 @@ def main(argv: list[str] | None = None) -> dict:
     row = count(args.config, tuple(args.shape) if args.shape else None, args.overrides)
     print(f"config:      {row['config']}")
     print(f"input:       {row['input']}")
-    print(f"parameters:  {row['params_M']:.2f} M (backbone {row['backbone_params_M']:.2f} M)")
+    print(
+        f"parameters:  {row['params_M']:.2f} M (backbone {row['backbone_params_M']:.2f} M; "
+        f"trainable {row['trainable_params_M']:.2f} M)"
+    )
     print(
         f"FLOPs:       {row['GFLOPs']:.2f} G  ({row['GMACs']:.2f} GMACs, the figure MMSegmentation reports)"
     )
