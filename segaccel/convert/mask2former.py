@@ -5,7 +5,8 @@ becomes a `Segmentor` with our `Mask2FormerHead` (MMSegmentation's module names)
 
 - a transformers ResNet (`backbone_config.model_type: resnet`) → `TimmBackbone` `resnet*` (the same
   torchvision-style ResNet: 7x7 stem, stride in the 3x3 conv), keys renamed;
-- a transformers Swin (`model_type: swin`) → `SwinTransformer` (MMSegmentation's, when present).
+- a transformers Swin (`model_type: swin`, the Hub's checkpoints) → our `SwinTransformer`
+  (MMSegmentation's; see `transformers_swin`).
 
 Name changes of the head (transformers → ours, under `decode_head.`):
 
@@ -38,6 +39,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+
+from .transformers_swin import swin_backbone_from_transformers, swin_state_dict_from_transformers
 
 TRANSFORMERS_MEAN = (0.485, 0.456, 0.406)  # transformers' image processors' defaults (0-1 scale)
 TRANSFORMERS_STD = (0.229, 0.224, 0.225)
@@ -250,7 +253,9 @@ def mask2former_backbone_from_transformers(config: Mapping[str, Any]) -> tuple[d
     strides = [int(s) for s in config.get("feature_strides", (4, 8, 16, 32))]
     if kind == "resnet":
         return _resnet_backbone(bb, strides)
-    raise ValueError(f"transformers Mask2Former: backbone model_type {kind!r} unsupported (resnet)")
+    if kind == "swin":
+        return swin_backbone_from_transformers(bb)
+    raise ValueError(f"transformers Mask2Former: backbone model_type {kind!r} unsupported (resnet, swin)")
 
 
 def mask2former_config_from_transformers(
@@ -372,8 +377,10 @@ def mask2former_state_dict_from_transformers(
     kind = (config.get("backbone_config") or {}).get("model_type", "swin")
     if kind == "resnet":
         backbone = {f"timm_model.{k}": v for k, v in resnet_state_dict_from_transformers(encoder).items()}
+    elif kind == "swin":
+        backbone = swin_state_dict_from_transformers(encoder)
     else:
-        raise ValueError(f"transformers Mask2Former: backbone model_type {kind!r} unsupported (resnet)")
+        raise ValueError(f"transformers Mask2Former: backbone model_type {kind!r} unsupported (resnet, swin)")
     out = {f"backbone.{k}": v for k, v in backbone.items()}
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, value in state_dict.items():

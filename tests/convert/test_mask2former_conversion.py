@@ -210,3 +210,61 @@ def test_unsupported_resnets_are_refused():
     bad = transformers.ResNetConfig(downsample_in_bottleneck=True, out_features=stages)
     with pytest.raises(ValueError, match="downsample_in_bottleneck"):
         mask2former_config_from_transformers(tiny_resnet_config(backbone_config=bad).to_dict())
+
+
+# --- Swin backbone (the Hub's Mask2Former checkpoints) ---------------------------------------------------
+def tiny_swin_config() -> transformers.Mask2FormerConfig:
+    """Window 2, so every stage map of a 96x160 input (24x40 ... 3x5) is larger than the window: the
+    size at which transformers' Swin keeps its window and shift (see convert/transformers_swin.py)."""
+    swin = transformers.SwinConfig(
+        embed_dim=32,
+        depths=[1, 2, 1, 1],
+        num_heads=[2, 2, 4, 4],
+        window_size=2,
+        drop_path_rate=0.0,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    return tiny_resnet_config(backbone_config=swin)
+
+
+@pytest.fixture(scope="module")
+def swin_twins():
+    torch.manual_seed(0)
+    theirs = randomised(transformers.Mask2FormerForUniversalSegmentation(tiny_swin_config()))
+    return theirs, converted(theirs)
+
+
+def test_swin_features_and_logits_equal_transformers(swin_twins):
+    theirs, ours = swin_twins
+    assert ours.config["backbone"]["type"] == "SwinTransformer"
+    x = torch.randn(2, 3, 96, 160, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = theirs(pixel_values=x, output_hidden_states=True)
+        feats = ours.extract_feat(x)
+        all_cls, all_masks = ours.decode_head(feats)
+    for theirs_feat, our_feat in zip(out.encoder_hidden_states, feats):  # the stage norms applied
+        torch.testing.assert_close(our_feat, theirs_feat, atol=1e-4, rtol=0)
+    torch.testing.assert_close(all_cls[-1], out.class_queries_logits, atol=1e-4, rtol=0)
+    torch.testing.assert_close(all_masks[-1], out.masks_queries_logits, atol=1e-4, rtol=0)
+
+
+def test_swin_checkpoint_names_as_saved(swin_twins, tmp_path):
+    """transformers saves its 4.x names (attention.self.query, intermediate.dense, ...): read them too."""
+    from safetensors.torch import load_file
+
+    theirs, ours = swin_twins
+    theirs.save_pretrained(tmp_path)
+    saved = load_file(tmp_path / "model.safetensors")
+    assert any(".attention.self.query." in k for k in saved)
+    converted_saved = mask2former_state_dict_from_transformers(saved, theirs.config.to_dict())
+    for key, value in ours.state_dict().items():
+        assert torch.equal(converted_saved[key], value), key
+
+
+def test_swin_relative_position_index_is_the_original():
+    from segaccel.convert.transformers_swin import relative_position_index
+    from segaccel.models.backbones.swin import SwinTransformer
+
+    ours = SwinTransformer(embed_dims=16, depths=[1, 1], num_heads=[1, 1], strides=[4, 2], out_indices=[0, 1])
+    index = ours.state_dict()["stages.0.blocks.0.attn.w_msa.relative_position_index"]
+    assert torch.equal(relative_position_index(7), index)
