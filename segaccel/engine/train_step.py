@@ -61,6 +61,9 @@ def optimizer_step(ctx: LoopContext, data_iter: Iterator[dict[str, Any]], comple
     accum = ctx.accumulative_counts
     out = IterOutput()
     bad_terms: dict[str, float] = {}
+    set_progress = getattr(ctx.unwrapped_model, "set_train_progress", None)
+    if set_progress is not None:  # parts that follow training progress (EoMT's mask annealing)
+        set_progress(completed, ctx.max_iters)
     for micro in range(accum):
         t0 = time.perf_counter()
         batch = next(data_iter)

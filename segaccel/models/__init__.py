@@ -15,6 +15,7 @@ from .data_preprocessor import SegDataPreProcessor
 from .heads.aspp_head import ASPPHead
 from .heads.bn_head import BNHead
 from .heads.dpt_head import DPTHead
+from .heads.eomt_head import EoMTHead
 from .heads.fcn_head import FCNHead
 from .heads.mask2former_head import Mask2FormerHead
 from .heads.psp_head import PSPHead
@@ -43,6 +44,7 @@ MODELS.register(ResNet, ResNetV1c, ResNetV1d, SwinTransformer, ConvNeXt)
 MODELS.register(BNHead, DPTHead, MultiLevelNeck)
 MODELS.register(SegTTAModel)
 MODELS.register(Mask2FormerHead, MaskClassificationLoss, HungarianMatcher)
+MODELS.register(EoMTHead)
 
 __all__ = [
     "ASPPHead",
@@ -52,6 +54,7 @@ __all__ = [
     "DPTHead",
     "DepthwiseSeparableASPPHead",
     "DiceLoss",
+    "EoMTHead",
     "FCNHead",
     "FPN",
     "FocalLoss",

@@ -103,6 +103,8 @@ class Segmentor(
             load_transformers_mit(self.backbone, hub_pretrained)
         self.neck = MODELS.build(neck, key="model.neck") if neck is not None else None
         self.decode_head = MODELS.build(decode_head, key="model.decode_head")
+        if hasattr(self.decode_head, "bind_backbone"):  # a head that runs the backbone itself (EoMT)
+            self.decode_head.bind_backbone(self.backbone)
         if auxiliary_head is None:
             self.auxiliary_head = None
         elif isinstance(auxiliary_head, list):
@@ -223,7 +225,10 @@ class Segmentor(
         raise ValueError(f"Segmentor.forward: unknown mode {mode!r}; expected one of {', '.join(MODES)}")
 
     def extract_feat(self, inputs: torch.Tensor) -> list[torch.Tensor]:
-        """Backbone (and neck) features of `(N, C, H, W)` inputs."""
+        """Backbone (and neck) features of `(N, C, H, W)` inputs; for a head that runs the backbone itself
+        (`runs_backbone`: EoMT, whose queries join the backbone's last blocks), `[inputs]` as they are."""
+        if getattr(self.decode_head, "runs_backbone", False):
+            return [inputs]
         feats = self.backbone(inputs)
         if self.neck is not None:
             feats = self.neck(feats)
@@ -260,8 +265,20 @@ class Segmentor(
         return self.postprocess_result(seg_logits, data_samples)
 
     def _forward(self, inputs: torch.Tensor, data_samples: list[SegDataSample] | None = None) -> torch.Tensor:
-        """The decode head's raw logits `(N, out_channels, h, w)`, no resizing or post-processing."""
-        return self.decode_head.forward(self.extract_feat(inputs))
+        """The decode head's raw logits `(N, out_channels, h, w)`, no resizing or post-processing (a
+        mask-classification head's per-class scores of its last layer, `forward_semantic`)."""
+        feats = self.extract_feat(inputs)
+        if hasattr(self.decode_head, "forward_semantic"):
+            return self.decode_head.forward_semantic(feats)
+        return self.decode_head.forward(feats)
+
+    def set_train_progress(self, iteration: int, max_iters: int) -> None:
+        """Called by the train loop before each optimizer step (`iteration` steps done of `max_iters`):
+        parts whose behaviour follows training progress (EoMT's mask annealing) set it from the
+        iteration alone, so a resumed run behaves exactly as an uninterrupted one."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "set_train_progress"):
+                module.set_train_progress(iteration, max_iters)
 
     # --- inference ------------------------------------------------------------------------------
     def inference(self, inputs: torch.Tensor, batch_img_metas: list[dict]) -> torch.Tensor:
