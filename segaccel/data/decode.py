@@ -19,10 +19,11 @@ limit; 16-bit, 32-bit and float images are refused (the scaling to 8 bits is not
 checks apply to PIL images and arrays handed in directly, so the dataset reader and `inference_model`
 accept and refuse the same files.
 
-Same bytes give the same pixels on every path: JPEG and 8-bit PNG images are decoded by OpenCV
-(faster than Pillow; the same libjpeg-turbo and libpng results, checked in tests/data), every other
-format and mode by Pillow; 8-bit grayscale PNG masks by OpenCV, other masks by Pillow (OpenCV would
-turn palette indices into colours).
+Same bytes give the same pixels on every path: grey and colour JPEG and 8-bit grey/RGB/RGBA PNG
+images are decoded by OpenCV, their size and orientation read from the header bytes (faster than
+Pillow; the same libjpeg-turbo and libpng pixels, checked in tests/data), every other format and
+mode by Pillow; 8-bit grey PNG masks by OpenCV, other masks by Pillow (OpenCV would turn palette
+indices into colours).
 """
 
 from __future__ import annotations
@@ -60,9 +61,6 @@ RGB_CONVERTIBLE_MODES = (
 LABEL_MODES = ("L", "P", "1", "I", "I;16", "I;16L", "I;16B", "I;16N", "F")
 
 EXIF_ORIENTATION = 0x0112
-# (format, PIL raw mode) pairs OpenCV decodes to the same 8-bit pixels as Pillow, faster.
-_CV2_IMAGE_FORMATS = {("JPEG", "RGB"), ("JPEG", "L"), ("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "L")}
-_CV2_MASK_FORMATS = {("PNG", "L")}
 
 
 class DecodeError(ValueError):
@@ -162,24 +160,8 @@ def _load(image: PIL.Image.Image) -> PIL.Image.Image:
     return image
 
 
-def _raw_mode(image: PIL.Image.Image) -> str | None:
-    """The packing of the stored pixels ("RGB", "L", "L;4", "I;16B", ...) when Pillow knows it."""
-    tile = getattr(image, "tile", None)
-    if not tile or len(tile) != 1:
-        return None
-    args = tile[0][3]
-    return args if isinstance(args, str) else (args[0] if args and isinstance(args[0], str) else None)
-
-
-def _orientation(image: PIL.Image.Image, loaded: bool) -> int:
-    """The EXIF orientation tag of `image` (1 when there is none), without decoding a PNG's pixels."""
-    if image.format == "PNG" and not loaded:
-        raw = image.info.get("exif")  # PngImageFile.getexif() would decode the whole image to look further
-        if not raw:
-            return 1
-        exif = PIL.Image.Exif()
-        exif.load(raw)
-        return int(exif.get(EXIF_ORIENTATION, 1) or 1)
+def _orientation(image: PIL.Image.Image) -> int:
+    """The EXIF orientation tag of a loaded PIL image (1 when there is none)."""
     try:
         return int(image.getexif().get(EXIF_ORIENTATION, 1) or 1)
     except Exception:  # a malformed EXIF block: the pixels are still usable, as stored
@@ -211,7 +193,7 @@ def pil_to_rgb(image: PIL.Image.Image) -> tuple[np.ndarray, int]:
     if image.mode not in RGB_CONVERTIBLE_MODES:
         raise _unsupported_image_mode(image.mode)
     _load(image)
-    orientation = _orientation(image, loaded=True)
+    orientation = _orientation(image)
     if orientation != 1:
         image = PIL.ImageOps.exif_transpose(image)
     if image.mode != "RGB":
@@ -232,12 +214,78 @@ def array_to_rgb(array: np.ndarray) -> np.ndarray:
     return array[..., :3] if array.shape[2] == 4 else array
 
 
+def _exif_orientation(tiff: bytes) -> int:
+    """The orientation tag (0x0112) of IFD0 in an EXIF block's TIFF data; 1 when absent or unreadable."""
+    try:
+        order = {b"II": "little", b"MM": "big"}[tiff[:2]]
+        ifd = int.from_bytes(tiff[4:8], order)
+        for k in range(int.from_bytes(tiff[ifd : ifd + 2], order)):
+            entry = ifd + 2 + 12 * k
+            if int.from_bytes(tiff[entry : entry + 2], order) == EXIF_ORIENTATION:
+                value = int.from_bytes(tiff[entry + 8 : entry + 10], order)
+                return value if 1 <= value <= 8 else 1
+    except (KeyError, IndexError, ValueError):
+        pass
+    return 1
+
+
+def jpeg_header(data: bytes) -> tuple[int, int, int, int] | None:
+    """(height, width, components, EXIF orientation) of a JPEG from its markers; None if not a plain JPEG.
+
+    Reads only the markers before the first scan (a few hundred bytes), instead of opening the file
+    with Pillow, so that OpenCV decodes it straight away.
+    """
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    orientation, i, n = 1, 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = (data[i + 2] << 8) | data[i + 3]
+        if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00" and orientation == 1:
+            orientation = _exif_orientation(data[i + 10 : i + 2 + length])
+        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 10 <= n:
+            height, width = (data[i + 5] << 8) | data[i + 6], (data[i + 7] << 8) | data[i + 8]
+            return (height, width, data[i + 9], orientation) if height and width else None
+        elif marker == 0xDA:  # a scan before any frame header
+            return None
+        i += 2 + length
+    return None
+
+
+def png_header(data: bytes) -> tuple[int, int, int, int] | None:
+    """(height, width, bit depth, colour type) from a PNG's IHDR; None if not a PNG."""
+    if not (data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR" and len(data) >= 26):
+        return None
+    return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big"), data[24], data[25]
+
+
+def _png_orientation(data: bytes) -> int:
+    """The EXIF orientation of a PNG's `eXIf` chunk before its image data (where the PNG spec puts it)."""
+    i = 8
+    while i + 8 <= len(data):
+        length, kind = int.from_bytes(data[i : i + 4], "big"), data[i + 4 : i + 8]
+        if kind == b"eXIf":
+            return _exif_orientation(data[i + 8 : i + 8 + length])
+        if kind in (b"IDAT", b"IEND"):
+            return 1
+        i += 12 + length
+    return 1
+
+
 def decode_image(value: Any) -> DecodedImage:
     """An image as upright RGB uint8 (H, W, 3), with its file path when known and the orientation applied.
 
     `value`: encoded bytes, a file path, a `datasets` Image dict {bytes, path}, a PIL image or a uint8
     array (arrays are taken as RGB, as they are). Raises `DecodeError` (a message to prefix with
     where the image comes from) for anything else, undecodable data, or 16-bit/float images.
+
+    JPEG (grey or colour) and 8-bit grey/RGB/RGBA PNG files are decoded by OpenCV after reading their
+    size and orientation from the header bytes; everything else is opened by Pillow.
     """
     if isinstance(value, PIL.Image.Image):
         check_size(value.height, value.width)
@@ -249,15 +297,25 @@ def decode_image(value: Any) -> DecodedImage:
             check_size(array.shape[0], array.shape[1])
         return DecodedImage(array_to_rgb(array), None, 1)
     data, path = read_source(value)
+    fast = None
+    jpeg = jpeg_header(data)
+    if jpeg is not None and jpeg[2] in (1, 3):
+        fast = ("JPEG", jpeg[0], jpeg[1], jpeg[3])
+    else:
+        png = png_header(data)
+        if png is not None and png[2] == 8 and png[3] in (0, 2, 6):  # 8-bit grey, RGB, RGBA
+            fast = ("PNG", png[0], png[1], None)
+    if fast is not None:
+        image_format, height, width, orientation = fast
+        check_size(height, width)
+        img = _cv2_decode(data, image_format, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+        if img is not None:
+            orientation = _png_orientation(data) if orientation is None else orientation
+            return DecodedImage(orient(img, orientation), path, orientation)
+    # Pillow for every other format and mode; its decoder also names what is wrong with a broken file
     image = _open(data)
     if image.mode not in RGB_CONVERTIBLE_MODES:
         raise _unsupported_image_mode(image.mode)
-    if (image.format, _raw_mode(image)) in _CV2_IMAGE_FORMATS:
-        orientation = _orientation(image, loaded=False)
-        img = _cv2_decode(data, image.format, cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
-        if img is not None:
-            return DecodedImage(orient(img, orientation), path, orientation)
-    # Pillow for every other format and mode; its decoder also names what is wrong with a broken file
     pixels, orientation = pil_to_rgb(image)
     return DecodedImage(pixels, path, orientation)
 
@@ -278,14 +336,16 @@ def decode_mask(value: Any) -> np.ndarray:
         check_size(image.height, image.width)
     else:
         data, _ = read_source(value)
+        png = png_header(data)
+        if png is not None and png[2] == 8 and png[3] == 0:  # 8-bit grey: OpenCV reads it as stored
+            check_size(png[0], png[1])
+            mask = _cv2_decode(data, "PNG", cv2.IMREAD_UNCHANGED)
+            if mask is not None and mask.ndim == 2:
+                return mask
         image = _open(data)
     if image.mode not in LABEL_MODES:
         raise DecodeError(
             f"has {len(image.getbands())} channel(s) (mode {image.mode}); a mask must be a single-channel "
             f"label image of class ids (modes {', '.join(LABEL_MODES)}), never colours"
         )
-    if image is not value and (image.format, _raw_mode(image)) in _CV2_MASK_FORMATS:
-        mask = _cv2_decode(data, image.format, cv2.IMREAD_UNCHANGED)
-        if mask is not None and mask.ndim == 2:
-            return mask
     return np.asarray(_load(image))

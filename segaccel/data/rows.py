@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 
 from segaccel.data.decode import DecodeError, decode_image, decode_mask
@@ -68,16 +69,20 @@ def map_labels(
     """Apply `reduce_zero_label` (0 → 255, 255 stays, others − 1), then `label_map` (old → new).
 
     Same order and meaning as MMSegmentation's LoadAnnotations. uint8 masks stay uint8 when every
-    new label fits; others become int64.
+    new label fits (one `cv2.LUT` pass); others become int64.
     """
     if not reduce_zero_label and not label_map:
         return mask
     label_map = {int(k): int(v) for k, v in (label_map or {}).items()}
     if mask.dtype == np.uint8 and all(0 <= v <= 255 for v in label_map.values()):
-        lut = np.arange(256, dtype=np.int64)
-        lut = _map_values(lut, reduce_zero_label, label_map)
-        return lut.astype(np.uint8)[mask]
+        return cv2.LUT(mask, label_lut(reduce_zero_label, label_map).astype(np.uint8))
     return _map_values(mask.astype(np.int64), reduce_zero_label, label_map)
+
+
+def label_lut(reduce_zero_label: bool, label_map: dict[int, int] | None) -> np.ndarray:
+    """(256,) int64: the label each stored uint8 value becomes after `reduce_zero_label` and `label_map`."""
+    label_map = {int(k): int(v) for k, v in (label_map or {}).items()}
+    return _map_values(np.arange(256, dtype=np.int64), reduce_zero_label, label_map)
 
 
 def _map_values(values: np.ndarray, reduce_zero_label: bool, label_map: dict[int, int]) -> np.ndarray:
@@ -196,8 +201,7 @@ class SampleReader:
                     f"{self._where(index)}: image size (h, w) = {img.shape[:2]} but mask size = {gt.shape}; "
                     f"image and mask must have the same size{_sideways_hint(orientation, img, gt)}"
                 )
-            gt = map_labels(gt, self.reduce_zero_label, self.label_map)
-            self._check_labels(gt, index)
+            gt = self._map_labels(gt, index)
         return init_results(
             img,
             gt_seg_map=gt,
@@ -240,6 +244,37 @@ class SampleReader:
             )
         return arr
 
+    def _map_labels(self, gt: np.ndarray, index: int | str) -> np.ndarray:
+        """`reduce_zero_label` and `label_map` applied, labels checked against `num_classes`.
+
+        A uint8 mask (the usual PNG) takes one look-up pass (`cv2.LUT`, skipped when nothing maps),
+        and is checked on its stored values without another full pass when its value range cannot
+        hold a bad label (`cv2.minMaxLoc`), else through one histogram; other dtypes through numpy.
+        """
+        label_map = self.label_map or {}
+        if gt.dtype != np.uint8 or not all(0 <= v <= 255 for v in label_map.values()):
+            gt = map_labels(gt, self.reduce_zero_label, self.label_map)
+            self._check_labels(gt, index)
+            return gt
+        mapped = label_lut(self.reduce_zero_label, label_map)
+        if self.num_classes is not None:
+            self._check_stored_labels(gt, mapped, index)
+        if self.reduce_zero_label or label_map:
+            return cv2.LUT(gt, mapped.astype(np.uint8))
+        return gt
+
+    def _check_stored_labels(self, raw: np.ndarray, mapped: np.ndarray, index: int | str) -> None:
+        """Check a uint8 mask through `mapped` (what each stored value becomes) before mapping it."""
+        bad = ((mapped >= self.num_classes) & (mapped != self.ignore_index)) | (mapped < 0)
+        if not bad.any():
+            return
+        low, high, _, _ = cv2.minMaxLoc(raw)
+        if not bad[int(low) : int(high) + 1].any():
+            return
+        present = cv2.calcHist([raw], [0], None, [256], [0, 256]).ravel() > 0
+        if (bad & present).any():
+            self._raise_bad_labels(np.unique(mapped[bad & present]), index)
+
     def _check_labels(self, gt: np.ndarray, index: int | str) -> None:
         if self.num_classes is None:
             return
@@ -247,10 +282,12 @@ class SampleReader:
         if np.issubdtype(gt.dtype, np.signedinteger):
             bad |= gt < 0
         if bad.any():
-            values = np.unique(gt[bad])
-            shown = ", ".join(str(v) for v in values[:10]) + (", ..." if len(values) > 10 else "")
-            raise SampleError(
-                f"{self._where(index)}: mask labels [{shown}] are outside [0, {self.num_classes}) and not "
-                f"ignore_index {self.ignore_index} (after reduce_zero_label={self.reduce_zero_label} and "
-                f"label_map); check num_classes, reduce_zero_label and label_map"
-            )
+            self._raise_bad_labels(np.unique(gt[bad]), index)
+
+    def _raise_bad_labels(self, values: np.ndarray, index: int | str) -> None:
+        shown = ", ".join(str(v) for v in values[:10]) + (", ..." if len(values) > 10 else "")
+        raise SampleError(
+            f"{self._where(index)}: mask labels [{shown}] are outside [0, {self.num_classes}) and not "
+            f"ignore_index {self.ignore_index} (after reduce_zero_label={self.reduce_zero_label} and "
+            f"label_map); check num_classes, reduce_zero_label and label_map"
+        )

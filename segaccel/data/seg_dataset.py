@@ -115,16 +115,19 @@ class SegDataset(SampleReader, torch.utils.data.Dataset):
             raise SampleError(f"{self._where(index)}: the pipeline returned None")
         return out
 
-    def load_results(self, index: int) -> dict[str, Any]:
-        """Row `index` as the results dict a pipeline starts from (labels mapped and checked)."""
+    def read_row(self, index: int) -> dict[str, Any]:
+        """Row `index` as stored: the image and label columns, images undecoded ({bytes, path} dicts)."""
         try:
-            row = self._rows[index]
+            return self._rows[index]
         except Exception as exc:  # an unreadable Arrow file, a failing custom dataset, ...
             raise SampleError(
                 f"{self._where(index)}: cannot read the row: {type(exc).__name__}: {exc}"
             ) from exc
+
+    def load_results(self, index: int) -> dict[str, Any]:
+        """Row `index` as the results dict a pipeline starts from (labels mapped and checked)."""
         img_id = f"{self.split}/{index}" if self.split else str(index)
-        return self.row_results(row, index, img_id)
+        return self.row_results(self.read_row(index), index, img_id)
 
     def _split_index(self, index: int | tuple[int, int]) -> tuple[int, int]:
         if isinstance(index, tuple):

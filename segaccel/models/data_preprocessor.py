@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segaccel.models.batch_augments import apply_batch_augments, has_batch_augments
 from segaccel.registry import ConfigError
 from segaccel.structures import PixelData, SegDataSample
 
@@ -114,6 +115,8 @@ class SegDataPreProcessor(nn.Module):
             raise ValueError(f"{len(inputs)} inputs but {len(data_samples)} data_samples")
         if training and data_samples is None:
             raise ValueError("training needs `data_samples` with `gt_sem_seg`")
+        if training and has_batch_augments(data_samples):  # drawn by the pipeline, applied here (uint8)
+            inputs, data_samples = apply_batch_augments(inputs, data_samples, self.device)
 
         device = self.device
         images = []

@@ -183,3 +183,22 @@ def test_an_empty_label_in_a_row():
     )
     with pytest.raises(SampleError, match=WHERE + r": column 'label' is empty \(None\)"):
         ds[1]
+
+
+def test_the_uint8_label_path_maps_and_checks_like_the_numpy_formula():
+    # ADE20K's convention: stored 0 = other (→ 255), 1..150 classes (→ 0..149), 255 stays ignored
+    rng = np.random.default_rng(0)
+    stored = rng.integers(0, 151, (4, 6)).astype(np.uint8)
+    stored[0, 0], stored[0, 1] = 0, 255
+    expected = np.where((stored == 0) | (stored == 255), 255, stored.astype(np.int64) - 1)
+    ds = dataset_with(good_image(), Image.fromarray(stored), reduce_zero_label=True, num_classes=150)
+    gt = ds[1]["data_samples"].gt_sem_seg.data[0].numpy()
+    assert np.array_equal(gt, expected)
+    stored[3, 5] = 151  # becomes 150: outside the 150 classes
+    ds = dataset_with(good_image(), Image.fromarray(stored), reduce_zero_label=True, num_classes=150)
+    with pytest.raises(SampleError, match=WHERE + r": mask labels \[150\] are outside \[0, 150\)"):
+        ds[1]
+    stored = np.minimum(stored, 149)
+    stored[0, 1], stored[2, 2] = 255, 200  # 200 lies between the classes and 255: a histogram tells
+    ds = dataset_with(good_image(), Image.fromarray(stored), label_map={200: 3}, num_classes=150)
+    assert ds[1]["data_samples"].gt_sem_seg.data[0, 2, 2] == 3

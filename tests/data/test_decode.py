@@ -43,18 +43,25 @@ def test_orient_is_pils_exif_transpose(orientation):
     assert orient(stored, orientation).flags.c_contiguous
 
 
-@pytest.mark.parametrize("orientation", [3, 6, 8])
+@pytest.mark.parametrize("orientation", range(1, 9))
 def test_an_exif_turned_jpeg_is_upright_as_mmsegmentation_and_datasets_read_it(orientation):
     data = encode(photo(24, 40), "JPEG", orientation, quality=95)
     pixels, path, applied = decode_image({"bytes": data, "path": "turned.jpg"})
     assert (path, applied) == ("turned.jpg", orientation)
-    assert pixels.shape == ((40, 24, 3) if orientation in (6, 8) else (24, 40, 3))
+    assert pixels.shape == ((40, 24, 3) if orientation >= 5 else (24, 40, 3))
     # MMSegmentation's LoadImageFromFile: cv2.imdecode(IMREAD_COLOR) applies the tag (BGR order)
     mmseg = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
     assert np.array_equal(pixels, mmseg)
     # datasets' Image feature: Pillow, exif_transpose
     feature = datasets.Image().decode_example({"bytes": data, "path": None})
     assert np.array_equal(pixels, np.asarray(feature.convert("RGB")))
+
+
+@pytest.mark.parametrize("orientation", [3, 6])
+def test_a_png_eXIf_chunk_turns_the_image_too(orientation):
+    data = encode(photo(24, 40), "PNG", orientation)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    assert np.array_equal(decode_image(data).pixels, expected)
 
 
 @pytest.mark.parametrize(
@@ -161,3 +168,15 @@ def test_a_mask_drawn_on_the_sideways_pixels_is_reported_with_the_orientation(tu
         match=r"index 0: image size \(h, w\) = \(40, 24\) but mask size = \(24, 40\).*EXIF orientation tag 6",
     ):
         ds[0]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "BMP"])
+def test_the_size_limit_is_read_from_the_header_on_every_decoder_path(fmt):
+    from segaccel.limits import override
+
+    data = encode(photo(24, 40), fmt)
+    with override(max_image_pixels=24 * 40 - 1), pytest.raises(DecodeError, match=r"is 24x40 \(h x w\)"):
+        decode_image(data)
+    grey = encode(photo(24, 40)[..., 0], "PNG")
+    with override(max_image_side=39), pytest.raises(DecodeError, match=r"is 24x40 \(h x w\)"):
+        decode_mask(grey)

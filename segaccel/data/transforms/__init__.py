@@ -10,7 +10,8 @@ per sample from (seed, epoch, index), so augmentation does not depend on workers
 - `loading`: the starting results dict (`init_results`) and LoadAnnotations;
 - `formatting`: PackSegInputs, the last step;
 - `compose`: Compose;
-- `functional`: the array kernels they use (resize, crop, flip, rotate, colour conversions).
+- `functional`: the array kernels they use, on OpenCV as mmcv calls it (resize, crop, flip,
+  rotate, colour look-ups and HSV conversions).
 
 Registration with `TRANSFORMS` happens in `segaccel/data/__init__.py`.
 """
@@ -20,14 +21,21 @@ from segaccel.data.transforms.formatting import PackSegInputs
 from segaccel.data.transforms.functional import (
     FLIP_DIRECTIONS,
     INTERPOLATIONS,
+    adjust_hsv,
+    apply_lut,
+    convert,
     flip_array,
     hsv_to_rgb,
+    hue_lut,
+    label_counts,
+    linear_lut,
     rescale_size,
     resize_image,
     resize_mask,
     rgb_to_hsv,
     rotate_arrays,
-    scale_saturation,
+    rotation_matrix,
+    saturation_lut,
     scale_size,
 )
 from segaccel.data.transforms.geometric import (
@@ -41,10 +49,17 @@ from segaccel.data.transforms.geometric import (
     Resize,
     ResizeShortestEdge,
 )
-from segaccel.data.transforms.loading import PENDING_GT_KEY, LoadAnnotations, Results, init_results
+from segaccel.data.transforms.loading import (
+    BATCH_AUGMENTS_KEY,
+    PENDING_GT_KEY,
+    LoadAnnotations,
+    Results,
+    init_results,
+)
 from segaccel.data.transforms.photometric import PhotoMetricDistortion, RandomCutOut, RGB2Gray
 
 __all__ = [
+    "BATCH_AUGMENTS_KEY",
     "FLIP_DIRECTIONS",
     "INTERPOLATIONS",
     "PADDING_MODES",
@@ -64,14 +79,21 @@ __all__ = [
     "Resize",
     "ResizeShortestEdge",
     "Results",
+    "adjust_hsv",
+    "apply_lut",
+    "convert",
     "flip_array",
     "hsv_to_rgb",
+    "hue_lut",
     "init_results",
+    "label_counts",
+    "linear_lut",
     "rescale_size",
     "resize_image",
     "resize_mask",
     "rgb_to_hsv",
     "rotate_arrays",
-    "scale_saturation",
+    "rotation_matrix",
+    "saturation_lut",
     "scale_size",
 ]

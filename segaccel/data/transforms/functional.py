@@ -1,19 +1,34 @@
-"""Array kernels of the transforms: resize, crop, flip, rotate and colour conversions.
+"""Array kernels of the transforms: resize, crop, flip, rotate and colour look-ups, on OpenCV.
 
 Plain functions on numpy arrays ((H, W, C) images, (H, W) label maps), without results dicts or
-randomness, so that each can be tested against the library call it mirrors.
+randomness. Each calls OpenCV as MMSegmentation's mmcv does (`cv2.resize`, `cv2.warpAffine`,
+`cv2.cvtColor`), so the uint8 pixels are MMSegmentation's; tests compare each with the direct call.
+OpenCV runs the kernels single-threaded inside DataLoader workers (`segaccel.data.loader`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+CV2_INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 FLIP_DIRECTIONS = ("horizontal", "vertical", "diagonal")
+CV2_FLIP_CODES = {"horizontal": 1, "vertical": 0, "diagonal": -1}
+# dtypes OpenCV's resize/warp/flip take (others go through the numpy fallbacks below)
+CV2_DTYPES = (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64)
+
+
+def _cv2_ok(arr: np.ndarray) -> bool:
+    channels = arr.shape[2] if arr.ndim == 3 else 1
+    return arr.dtype in CV2_DTYPES and arr.ndim in (2, 3) and channels <= 4
+
+
+def _restore_channels(out: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """OpenCV returns (H, W) for an (H, W, 1) input: give the channel axis back."""
+    return out[..., None] if like.ndim == 3 and out.ndim == 2 else out
 
 
 def scale_size(size_wh: tuple[int, int], scale: float | tuple[float, float]) -> tuple[int, int]:
@@ -42,69 +57,100 @@ def rescale_size(size_wh: tuple[int, int], scale: tuple[int, int] | float) -> tu
 
 
 def resize_image(img: np.ndarray, size_hw: tuple[int, int], interpolation: str = "bilinear") -> np.ndarray:
-    """Resize an (H, W, C) or (H, W) image to `size_hw` with torch's kernels.
+    """Resize an (H, W, C) or (H, W) image to `size_hw`: `cv2.resize` exactly as `mmcv.imresize` calls it.
 
-    Bilinear/bicubic use `align_corners=False` without antialiasing, like OpenCV's `cv2.resize`
-    (MMSegmentation's default backend). uint8 images go through torch's fixed-point uint8
-    kernels, whose results do not depend on the number of threads, so a sample is augmented
-    identically in the main process and in a DataLoader worker.
+    Bilinear/bicubic are OpenCV's (half-pixel centres, no antialiasing, fixed-point on uint8): the
+    same pixels as MMSegmentation. The result does not depend on OpenCV's thread count.
     """
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
     if tuple(img.shape[:2]) == tuple(size_hw):
         return img
-    squeeze = img.ndim == 2
-    arr = img[..., None] if squeeze else img
-    # (1, C, H, W) in channels-last memory: no transposing copies on the way in or out
-    x = torch.from_numpy(arr.astype(np.uint8 if img.dtype == np.uint8 else np.float32)).permute(2, 0, 1)[None]
-    kwargs = {"align_corners": False} if interpolation in ("bilinear", "bicubic") else {}
-    out = F.interpolate(x, size=tuple(size_hw), mode=interpolation, **kwargs)[0].permute(1, 2, 0)
-    out = np.ascontiguousarray(out.numpy().astype(img.dtype))
-    return out[..., 0] if squeeze else out
+    if not _cv2_ok(img):
+        raise ValueError(f"resize_image: expected an (H, W[, C<=4]) image, got {img.dtype} {img.shape}")
+    h, w = size_hw
+    return _restore_channels(cv2.resize(img, (w, h), interpolation=CV2_INTERPOLATIONS[interpolation]), img)
+
+
+def nearest_indices(size_in: int, size_out: int) -> np.ndarray:
+    """The source index of each output index in OpenCV's INTER_NEAREST: `min(floor(i * in / out), in - 1)`."""
+    ratio = 1.0 / (size_out / size_in)  # computed as OpenCV does (ifx = 1 / inv_scale_x)
+    return np.minimum(np.floor(np.arange(size_out) * ratio).astype(np.int64), size_in - 1)
 
 
 def resize_mask(mask: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Resize an (H, W) label map to `size_hw` by nearest neighbour (only existing labels survive)."""
+    """Resize an (H, W) label map to `size_hw` by nearest neighbour (only existing labels survive).
+
+    `cv2.resize(INTER_NEAREST)` as mmcv calls it for masks; label dtypes OpenCV lacks (int64, ...) take
+    the same indices through numpy.
+    """
     if tuple(mask.shape[:2]) == tuple(size_hw):
         return mask
-    # uint8 as is; other integers as float64, which holds every int32 exactly (nearest only copies values)
-    x = torch.from_numpy(mask.astype(np.uint8 if mask.dtype == np.uint8 else np.float64))
-    out = F.interpolate(x[None, None], size=tuple(size_hw), mode="nearest")[0, 0]
-    return out.numpy().astype(mask.dtype)
+    h, w = size_hw
+    if _cv2_ok(mask):
+        return _restore_channels(cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST), mask)
+    rows = nearest_indices(mask.shape[0], h)
+    cols = nearest_indices(mask.shape[1], w)
+    return mask[rows[:, None], cols[None, :]]
 
 
 def label_counts(seg: np.ndarray, ignore_index: int) -> np.ndarray:
-    """Pixel count of each label present in `seg`, `ignore_index` left out (bincount: no sorting)."""
-    if seg.dtype == np.uint8 or (np.issubdtype(seg.dtype, np.integer) and seg.size and seg.min() >= 0):
+    """Pixel count of each label present in `seg`, `ignore_index` left out (a histogram: no sorting).
+
+    uint8 masks (the usual case) go through `cv2.calcHist`, other non-negative integers `np.bincount`.
+    """
+    if seg.dtype == np.uint8 and seg.ndim == 2:
+        counts = cv2.calcHist([seg], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+    elif np.issubdtype(seg.dtype, np.integer) and seg.size and seg.min() >= 0:
         counts = np.bincount(seg.ravel(), minlength=ignore_index + 1 if 0 <= ignore_index < 65536 else 0)
-        if 0 <= ignore_index < len(counts):
-            counts[ignore_index] = 0
-        return counts[counts > 0]
-    labels, counts = np.unique(seg, return_counts=True)
-    return counts[labels != ignore_index]
+    else:
+        labels, counts = np.unique(seg, return_counts=True)
+        return counts[labels != ignore_index]
+    if 0 <= ignore_index < len(counts):
+        counts[ignore_index] = 0
+    return counts[counts > 0]
 
 
 def crop(arr: np.ndarray, bbox: tuple[int, int, int, int]) -> np.ndarray:
+    """The (y0, y1, x0, x1) window of `arr`: a view (no copy)."""
     y0, y1, x0, x1 = bbox
     return arr[y0:y1, x0:x1, ...]
 
 
 def flip_array(arr: np.ndarray, direction: str) -> np.ndarray:
-    """A contiguous copy of `arr` (H, W, ...) flipped left-right, up-down, or both ("diagonal")."""
-    if direction == "horizontal":
-        out = arr[:, ::-1]
-    elif direction == "vertical":
-        out = arr[::-1]
-    elif direction == "diagonal":
-        out = arr[::-1, ::-1]
-    else:
+    """`arr` (H, W, ...) flipped left-right, up-down, or both ("diagonal"), C-contiguous.
+
+    `cv2.flip` writes the flipped array in one memcpy-speed pass. (A numpy view would be free here,
+    but every OpenCV kernel after it, and numpy's own copies of it, pay ~10x a copy for the
+    reversed strides, which costs more than the flip.)
+    """
+    if direction not in FLIP_DIRECTIONS:
         raise ValueError(f"flip direction must be one of {FLIP_DIRECTIONS}, got {direction!r}")
-    return np.ascontiguousarray(out)
+    if _cv2_ok(arr):
+        return _restore_channels(cv2.flip(arr, CV2_FLIP_CODES[direction]), arr)
+    axes = {"horizontal": (1,), "vertical": (0,), "diagonal": (0, 1)}[direction]
+    return np.ascontiguousarray(np.flip(arr, axes))
 
 
-def _index_to_normalized(h: int, w: int) -> np.ndarray:
-    """3x3 matrix taking pixel-index coordinates (x, y, 1) to `grid_sample`'s align_corners=False ones."""
-    return np.array([[2.0 / w, 0.0, 1.0 / w - 1.0], [0.0, 2.0 / h, 1.0 / h - 1.0], [0.0, 0.0, 1.0]])
+def rotation_matrix(
+    hw: tuple[int, int], degree: float, center: tuple[float, float] | None = None, auto_bound: bool = False
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """`mmcv.imrotate`'s 2x3 affine matrix and output `(w, h)`: clockwise by `degree` about `center` (x, y).
+
+    The default centre is ((w - 1) / 2, (h - 1) / 2); `auto_bound` grows the output to hold the
+    whole rotated image.
+    """
+    h, w = hw
+    if center is None:
+        center = ((w - 1) * 0.5, (h - 1) * 0.5)
+    matrix = cv2.getRotationMatrix2D(tuple(float(c) for c in center), -degree, 1.0)
+    if auto_bound:
+        cos, sin = np.abs(matrix[0, 0]), np.abs(matrix[0, 1])
+        new_w, new_h = h * sin + w * cos, h * cos + w * sin
+        matrix[0, 2] += (new_w - w) * 0.5
+        matrix[1, 2] += (new_h - h) * 0.5
+        w, h = int(np.round(new_w)), int(np.round(new_h))
+    return matrix, (w, h)
 
 
 def rotate_arrays(
@@ -118,112 +164,77 @@ def rotate_arrays(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Rotate `img` (H, W, C) bilinearly and `mask` (H, W) by nearest neighbour, clockwise by `degree`.
 
-    mmcv.imrotate's geometry: about `center` (x, y) in pixel coordinates, default the image centre
-    ((w - 1) / 2, (h - 1) / 2); with `auto_bound` the output grows to hold the whole rotated image.
-    Uncovered pixels get `pad_val` (image) and `seg_pad_val` (mask). Uses torch's `grid_sample`.
+    `cv2.warpAffine` with mmcv.imrotate's matrix (`rotation_matrix`), constant border: uncovered pixels
+    get `pad_val` (image; a number fills every channel, where mmcv's scalar fills only the first) and
+    `seg_pad_val` (mask). The pixels follow the installed OpenCV: 4.x and 5.x interpolate warps with
+    different precision.
     """
-    h, w = img.shape[:2]
-    theta = np.deg2rad(degree)
-    cos, sin = np.cos(theta), np.sin(theta)
-    c_in = np.array(center if center is not None else ((w - 1) * 0.5, (h - 1) * 0.5), dtype=np.float64)
-    out_h, out_w = h, w
-    c_out = c_in
-    if auto_bound:
-        new_w, new_h = h * abs(sin) + w * abs(cos), h * abs(cos) + w * abs(sin)
-        c_out = c_in + np.array([(new_w - w) * 0.5, (new_h - h) * 0.5])
-        out_w, out_h = int(np.round(new_w)), int(np.round(new_h))
-    # output pixel p -> input pixel R(-degree) (p - c_out) + c_in  (y points down: +degree is clockwise)
-    inverse = np.array([[cos, sin, 0.0], [-sin, cos, 0.0], [0.0, 0.0, 1.0]])
-    to_out = np.array([[1.0, 0.0, -c_out[0]], [0.0, 1.0, -c_out[1]], [0.0, 0.0, 1.0]])
-    from_in = np.array([[1.0, 0.0, c_in[0]], [0.0, 1.0, c_in[1]], [0.0, 0.0, 1.0]])
-    pixel_map = from_in @ inverse @ to_out
-    normalized = _index_to_normalized(h, w) @ pixel_map @ np.linalg.inv(_index_to_normalized(out_h, out_w))
-    grid = F.affine_grid(
-        torch.from_numpy(normalized[:2]).float()[None], [1, 1, out_h, out_w], align_corners=False
-    )
-
+    matrix, (out_w, out_h) = rotation_matrix(img.shape[:2], degree, center, auto_bound)
     channels = img.shape[2] if img.ndim == 3 else 1
-    pad = np.broadcast_to(np.asarray(pad_val, dtype=np.float32), (channels,))
-    x = torch.from_numpy(img.reshape(h, w, channels).astype(np.float32) - pad).permute(2, 0, 1)[None]
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
-    out = out.permute(1, 2, 0).numpy() + pad
-    if np.issubdtype(img.dtype, np.integer):
-        info = np.iinfo(img.dtype)
-        out = np.clip(np.rint(out), info.min, info.max)
-    out_img = np.ascontiguousarray(out.astype(img.dtype).reshape((out_h, out_w, *img.shape[2:])))
-
+    pad = np.broadcast_to(np.asarray(pad_val, dtype=np.float64), (channels,))
+    border = tuple(float(v) for v in pad) + (0.0,) * (4 - channels) if channels <= 4 else None
+    if border is None or not _cv2_ok(img):
+        raise ValueError(f"rotate_arrays: expected an (H, W[, C<=4]) image, got {img.dtype} {img.shape}")
+    size, constant = (out_w, out_h), cv2.BORDER_CONSTANT
+    out = cv2.warpAffine(img, matrix, size, flags=cv2.INTER_LINEAR, borderMode=constant, borderValue=border)
+    out_img = _restore_channels(out, img)
     out_mask = None
     if mask is not None:
-        m = torch.from_numpy(mask.astype(np.float64))[None, None]
-        ones = torch.ones_like(m)
-        g = grid.double()
-        rotated = F.grid_sample(m, g, mode="nearest", padding_mode="zeros", align_corners=False)[0, 0]
-        inside = F.grid_sample(ones, g, mode="nearest", padding_mode="zeros", align_corners=False)[0, 0]
-        out_mask = np.where(inside.numpy() > 0.5, rotated.numpy(), seg_pad_val).astype(mask.dtype)
+        source = mask if _cv2_ok(mask) else mask.astype(np.float64)  # float64 holds every int32 label exactly
+        nearest, border = cv2.INTER_NEAREST, float(seg_pad_val)
+        out = cv2.warpAffine(source, matrix, size, flags=nearest, borderMode=constant, borderValue=border)
+        out_mask = out.astype(mask.dtype, copy=False)
     return out_img, out_mask
 
 
-def rgb_to_hsv(img: np.ndarray) -> np.ndarray:
-    """(H, W, 3) RGB uint8 → float32 HSV: hue in degrees [0, 360), saturation [0, 1], value [0, 255]."""
-    rgb = img.astype(np.float32)
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    maxc = np.maximum(np.maximum(r, g), b)
-    delta = maxc - np.minimum(np.minimum(r, g), b)
-    safe = np.where(delta > 0, delta, np.float32(1))
-    hue = np.where(maxc == r, (g - b) / safe, np.where(maxc == g, (b - r) / safe + 2, (r - g) / safe + 4))
-    hue *= 60
-    hue[hue < 0] += 360
-    hue[delta == 0] = 0
-    sat = delta / np.where(maxc > 0, maxc, np.float32(1))
-    return np.stack([hue, sat, maxc], axis=-1)
+# --- colour ------------------------------------------------------------------------------------------
 
 
-def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """Inverse of `rgb_to_hsv`, rounded to (H, W, 3) uint8 RGB.
+def linear_lut(alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
+    """The 256-entry uint8 table of `v * alpha + beta` clipped to [0, 255] and truncated, in float32.
 
-    Channel n of (r, g, b) is `v - v * s * clip(min(k, 4 - k), 0, 1)` with `k = (n' + h / 60) mod 6`
-    for n' = 5, 3, 1: the usual six-sector formula without branches.
+    MMSegmentation's `PhotoMetricDistortion.convert` computes exactly this per pixel
+    (`img.astype(float32) * alpha + beta`, clip, `astype(uint8)`); a table gives the same values.
     """
-    sector = (hsv[..., 0] % 360) / 60
-    value = hsv[..., 2]
-    chroma = value * hsv[..., 1]
-    out = np.empty(hsv.shape, np.uint8)
-    k, mirrored = np.empty_like(sector), np.empty_like(sector)
-    for channel, offset in enumerate((5, 3, 1)):
-        np.add(sector, offset, out=k)
-        np.remainder(k, 6, out=k)
-        np.subtract(4, k, out=mirrored)
-        np.minimum(k, mirrored, out=k)
-        np.clip(k, 0, 1, out=k)
-        k *= chroma
-        np.subtract(value, k, out=k)
-        np.rint(k, out=k)
-        np.clip(k, 0, 255, out=k)
-        out[..., channel] = k
-    return out
-
-
-def scale_saturation(img: np.ndarray, alpha: float) -> np.ndarray:
-    """`img` with its HSV saturation multiplied by `alpha` (clipped to 1), hue and value kept, rounded.
-
-    Computed in RGB: for a fixed hue and value every channel is `v - (v - c) * s' / s`, so no HSV
-    round trip is needed; equal to `hsv_to_rgb` of the scaled `rgb_to_hsv` up to float rounding.
-    """
-    out = img.astype(np.float32)
-    r, g, b = out[..., 0], out[..., 1], out[..., 2]
-    maxc = np.maximum(np.maximum(r, g), b)
-    delta = maxc - np.minimum(np.minimum(r, g), b)
-    delta[delta == 0] = 1  # grey pixels: every channel equals v, any factor keeps them
-    factor = np.minimum(np.float32(alpha), maxc / delta)
-    out -= maxc[..., None]  # in place: v + (c - v) * factor
-    out *= factor[..., None]
-    out += maxc[..., None]
-    np.rint(out, out=out)
-    np.clip(out, 0, 255, out=out)
-    return out.astype(np.uint8)
+    table = np.arange(256, dtype=np.float32) * np.float32(alpha) + np.float32(beta)
+    return np.clip(table, 0, 255).astype(np.uint8)
 
 
 def convert(img: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.ndarray:
-    """`img * alpha + beta`, clipped to [0, 255] and truncated to uint8 (as mmseg), through a lookup table."""
-    table = np.clip(np.arange(256, dtype=np.float32) * np.float32(alpha) + np.float32(beta), 0, 255)
-    return table.astype(np.uint8)[img]
+    """`img * alpha + beta`, clipped to [0, 255] and truncated to uint8 (MMSegmentation's `convert`)."""
+    return apply_lut(img, linear_lut(alpha, beta))
+
+
+def apply_lut(img: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """`table[img]` for a uint8 image: one (256,) table for every channel or a (256, C) one per channel."""
+    lut = table.reshape(256, 1, -1) if table.ndim == 2 else table
+    return _restore_channels(cv2.LUT(img, lut), img)
+
+
+def rgb_to_hsv(img: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB uint8 → HSV uint8 in OpenCV's units (H in [0, 180) half-degrees, S and V in [0, 255])."""
+    return cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+
+
+def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """Inverse of `rgb_to_hsv` (OpenCV's HSV→RGB, rounded to uint8)."""
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+_IDENTITY = np.arange(256, dtype=np.uint8)
+
+
+def saturation_lut(alpha: float) -> np.ndarray:
+    """The (256, 3) HSV table that multiplies S by `alpha` (clipped, truncated) and keeps H and V."""
+    return np.stack([_IDENTITY, linear_lut(alpha), _IDENTITY], axis=1)
+
+
+def hue_lut(delta: int) -> np.ndarray:
+    """The (256, 3) HSV table that turns H by `delta` half-degrees (mod 180) and keeps S and V."""
+    hue = ((np.arange(256) + int(delta)) % 180).astype(np.uint8)
+    return np.stack([hue, _IDENTITY, _IDENTITY], axis=1)
+
+
+def adjust_hsv(img: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """RGB uint8 → HSV, `table` (256, 3) applied per channel, → RGB: one of MMSegmentation's HSV steps."""
+    return hsv_to_rgb(apply_lut(rgb_to_hsv(img), table))

@@ -25,7 +25,7 @@ from segaccel.data.transforms.functional import (
     rotate_arrays,
     scale_size,
 )
-from segaccel.data.transforms.loading import Results
+from segaccel.data.transforms.loading import BATCH_AUGMENTS_KEY, Results
 
 PADDING_MODES = ("constant", "edge", "reflect", "symmetric")
 
@@ -298,11 +298,15 @@ class RandomFlip:
     """Flip with probability `prob` in `direction` (or a list of directions, each with prob / n).
 
     `prob` may also be a list with one probability per direction. Records `flip` and
-    `flip_direction` (None when not flipped).
+    `flip_direction` (None when not flipped). With `on_device`, the image and mask are flipped by the
+    model's data preprocessor after collation (`batch_augments`), the draw staying here.
     """
 
     def __init__(
-        self, prob: float | Sequence[float] = 0.5, direction: str | Sequence[str] = "horizontal"
+        self,
+        prob: float | Sequence[float] = 0.5,
+        direction: str | Sequence[str] = "horizontal",
+        on_device: bool = False,
     ) -> None:
         directions = [direction] if isinstance(direction, str) else list(direction)
         for d in directions:
@@ -324,11 +328,14 @@ class RandomFlip:
         self._choices: list[str | None] = [*directions, None]
         self._probs = np.array([*probs, max(0.0, 1.0 - sum(probs))])
         self._probs /= self._probs.sum()
+        self.on_device = bool(on_device)
 
     def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
         rng = require_rng(rng, "RandomFlip")
         direction = self._choices[int(rng.choice(len(self._choices), p=self._probs))]
-        if direction is not None:
+        if direction is not None and self.on_device:
+            results.setdefault(BATCH_AUGMENTS_KEY, []).append({"type": "RandomFlip", "direction": direction})
+        elif direction is not None:
             results["img"] = flip_array(results["img"], direction)
             if results.get("gt_seg_map") is not None:
                 results["gt_seg_map"] = flip_array(results["gt_seg_map"], direction)
@@ -337,7 +344,7 @@ class RandomFlip:
         return results
 
     def __repr__(self) -> str:
-        return f"RandomFlip(prob={self.prob}, direction={self.direction!r})"
+        return f"RandomFlip(prob={self.prob}, direction={self.direction!r}, on_device={self.on_device})"
 
 
 class RandomRotate:

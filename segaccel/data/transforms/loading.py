@@ -14,6 +14,9 @@ import numpy as np
 Results = dict[str, Any]
 
 PENDING_GT_KEY = "pending_gt_seg_map"
+# Augmentations drawn here but applied by the model's data preprocessor on the accelerator
+# (`on_device: true`): a list of parameter dicts, each with its transform's `type`.
+BATCH_AUGMENTS_KEY = "batch_augments"
 
 
 def init_results(

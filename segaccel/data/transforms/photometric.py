@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from segaccel.data.transforms.checks import require_rng
-from segaccel.data.transforms.functional import convert, hsv_to_rgb, rgb_to_hsv, scale_saturation
-from segaccel.data.transforms.loading import Results
+from segaccel.data.transforms.functional import adjust_hsv, apply_lut, hue_lut, linear_lut, saturation_lut
+from segaccel.data.transforms.loading import BATCH_AUGMENTS_KEY, Results
 
 
 class PhotoMetricDistortion:
     """MMSegmentation's photometric distortion; each step applied with probability 1/2.
 
     1. brightness (add a value in ±brightness_delta), 2. contrast (multiply by a value in
-    contrast_range) either here or after step 4, 3. saturation (scale S in HSV by a value in
-    saturation_range), 4. hue (shift by an int in [-hue_delta, hue_delta), in OpenCV's half-degree
-    units). The image only; the mask is untouched.
+    contrast_range) either here or after step 4, 3. saturation (scale S of OpenCV's uint8 HSV by a
+    value in saturation_range), 4. hue (shift H by an int in [-hue_delta, hue_delta), in OpenCV's
+    half-degree units, mod 180). The image only; the mask is untouched.
+
+    The same arithmetic as MMSegmentation's (float32 multiply-add, clip, truncate; `cv2.cvtColor`
+    between RGB and uint8 HSV, once for each HSV step), as look-up tables: the same pixels. The
+    draws come from the sample's `rng` in MMSegmentation's order (`draw`). With `on_device`, the
+    draws are recorded in the sample's `batch_augments` instead and the model's data preprocessor
+    applies them after collation, on the accelerator (`segaccel.models.batch_augments`).
     """
 
     def __init__(
@@ -26,52 +33,63 @@ class PhotoMetricDistortion:
         contrast_range: Sequence[float] = (0.5, 1.5),
         saturation_range: Sequence[float] = (0.5, 1.5),
         hue_delta: int = 18,
+        on_device: bool = False,
     ) -> None:
         self.brightness_delta = brightness_delta
         self.contrast_lower, self.contrast_upper = contrast_range
         self.saturation_lower, self.saturation_upper = saturation_range
         self.hue_delta = hue_delta
+        self.on_device = bool(on_device)
 
-    def brightness(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def draw(self, rng: np.random.Generator) -> dict[str, Any]:
+        """This sample's distortion: each step's parameter, or None where the step is skipped."""
+        params: dict[str, Any] = {"type": "PhotoMetricDistortion", "brightness": None, "contrast": None}
         if rng.integers(2):
-            return convert(img, beta=rng.uniform(-self.brightness_delta, self.brightness_delta))
-        return img
+            params["brightness"] = float(rng.uniform(-self.brightness_delta, self.brightness_delta))
+        params["contrast_first"] = bool(rng.integers(2))
+        if params["contrast_first"] and rng.integers(2):
+            params["contrast"] = float(rng.uniform(self.contrast_lower, self.contrast_upper))
+        params["saturation"] = (
+            float(rng.uniform(self.saturation_lower, self.saturation_upper)) if rng.integers(2) else None
+        )
+        params["hue"] = int(rng.integers(-self.hue_delta, self.hue_delta)) if rng.integers(2) else None
+        if not params["contrast_first"] and rng.integers(2):
+            params["contrast"] = float(rng.uniform(self.contrast_lower, self.contrast_upper))
+        return params
 
-    def contrast(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if rng.integers(2):
-            return convert(img, alpha=rng.uniform(self.contrast_lower, self.contrast_upper))
-        return img
-
-    def saturation(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if rng.integers(2):
-            return scale_saturation(img, rng.uniform(self.saturation_lower, self.saturation_upper))
-        return img
-
-    def hue(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if rng.integers(2):
-            hsv = rgb_to_hsv(img)
-            hsv[..., 0] = (hsv[..., 0] + 2.0 * int(rng.integers(-self.hue_delta, self.hue_delta))) % 360.0
-            return hsv_to_rgb(hsv)
+    @staticmethod
+    def apply(img: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+        """`img` (H, W, 3) RGB uint8 distorted as `params` (from `draw`) say."""
+        table = None  # brightness, then contrast when it comes first: one table for both
+        if params["brightness"] is not None:
+            table = linear_lut(beta=params["brightness"])
+        if params["contrast_first"] and params["contrast"] is not None:
+            contrast = linear_lut(alpha=params["contrast"])
+            table = contrast if table is None else contrast[table]
+        if table is not None:
+            img = apply_lut(img, table)
+        if params["saturation"] is not None:
+            img = adjust_hsv(img, saturation_lut(params["saturation"]))
+        if params["hue"] is not None:
+            img = adjust_hsv(img, hue_lut(params["hue"]))
+        if not params["contrast_first"] and params["contrast"] is not None:
+            img = apply_lut(img, linear_lut(alpha=params["contrast"]))
         return img
 
     def __call__(self, results: Results, rng: np.random.Generator | None = None) -> Results:
-        rng = require_rng(rng, "PhotoMetricDistortion")
-        img = self.brightness(results["img"], rng)
-        contrast_first = bool(rng.integers(2))
-        if contrast_first:
-            img = self.contrast(img, rng)
-        img = self.saturation(img, rng)
-        img = self.hue(img, rng)
-        if not contrast_first:
-            img = self.contrast(img, rng)
-        results["img"] = img
+        params = self.draw(require_rng(rng, "PhotoMetricDistortion"))
+        if self.on_device:
+            results.setdefault(BATCH_AUGMENTS_KEY, []).append(params)
+        else:
+            results["img"] = self.apply(results["img"], params)
         return results
 
     def __repr__(self) -> str:
         return (
             f"PhotoMetricDistortion(brightness_delta={self.brightness_delta}, "
             f"contrast_range={(self.contrast_lower, self.contrast_upper)}, "
-            f"saturation_range={(self.saturation_lower, self.saturation_upper)}, hue_delta={self.hue_delta})"
+            f"saturation_range={(self.saturation_lower, self.saturation_upper)}, hue_delta={self.hue_delta}, "
+            f"on_device={self.on_device})"
         )
 
 

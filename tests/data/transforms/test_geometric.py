@@ -1,5 +1,6 @@
 """Geometric transforms: MMSegmentation's bookkeeping (img_shape, scale_factor, flip, pad), non-square."""
 
+import cv2
 import numpy as np
 import pytest
 from transform_samples import balanced, coordinate_sample, rng, stripes
@@ -242,3 +243,48 @@ def test_pad_before_load_annotations_leaves_labels_alone():
 def test_random_transforms_need_an_rng(transform):
     with pytest.raises(ValueError, match="rng"):
         transform(coordinate_sample())
+
+
+def test_resize_is_mmsegmentations_test_resize():
+    # MMSegmentation 1.2.2's predict path on a 300x457 image with Resize(scale=(2048, 512), keep_ratio=True)
+    # recorded img_shape (512, 780) and scale_factor (1.7067833698030634, 1.7066666666666668) (w, h);
+    # the pixels are mmcv.imresize's: cv2.resize(img, (780, 512), INTER_LINEAR).
+    img = np.random.default_rng(0).integers(0, 256, (300, 457, 3), dtype=np.uint8)
+    r = Resize(scale=(2048, 512), keep_ratio=True)(init_results(img))
+    assert r["img_shape"] == (512, 780) and r["ori_shape"] == (300, 457)
+    assert r["scale_factor"] == (1.7067833698030634, 1.7066666666666668)
+    expected = cv2.resize(img, (780, 512), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(r["img"].astype(int) - expected).max() == 0
+
+
+def test_the_training_pipeline_keeps_image_and_mask_aligned():
+    # Blocks of labels; the image paints each label its own colour. After resizing, cropping, flipping
+    # and rotating, every pixel inside a block (its 5x5 neighbourhood one label, away from the crop's
+    # border, where the neighbours are cut off) still has the colour of its label: exactly after resize,
+    # crop and flip; after a rotation the closest of the palette (warpAffine's bilinear and nearest
+    # quantise the coordinates differently: a few pixels by a level).
+    palette = np.array([[200, 10, 10], [10, 200, 10], [10, 10, 200], [120, 120, 0]], np.uint8)
+    blocks = np.random.default_rng(4).integers(0, 4, (6, 9))
+    gt = np.kron(blocks, np.ones((10, 10), np.int64)).astype(np.uint8)
+    pipeline = Compose(
+        [
+            {"type": "RandomResize", "scale": [90, 60], "ratio_range": [0.5, 2.0]},
+            {"type": "RandomCrop", "crop_size": [40, 56], "cat_max_ratio": 0.75},
+            {"type": "RandomFlip", "prob": 0.5, "direction": ["horizontal", "vertical"]},
+            {"type": "RandomRotate", "prob": 0.5, "degree": 25, "seg_pad_val": 255},
+        ]
+    )
+    checked, flipped = 0, set()
+    for seed in range(24):
+        r = pipeline(init_results(palette[gt], gt), rng=np.random.default_rng(seed))
+        img, seg = r["img"], r["gt_seg_map"]
+        assert img.shape[:2] == seg.shape == r["img_shape"]
+        flipped.add(r["flip_direction"])
+        window = np.lib.stride_tricks.sliding_window_view(np.pad(seg, 2, constant_values=255), (5, 5))
+        inside = (window == seg[..., None, None]).all(axis=(-1, -2)) & (seg != 255)
+        distances = np.abs(img[inside][:, None].astype(int) - palette[None]).sum(-1)
+        assert np.array_equal(distances.argmin(1), seg[inside])
+        if r["rotate_degree"] is None:
+            assert np.array_equal(img[inside], palette[seg[inside]])
+        checked += int(inside.sum())
+    assert checked > 10000 and flipped == {None, "horizontal", "vertical"}

@@ -1,22 +1,87 @@
 """Pixel-value transforms: photometric distortion, grey conversion, cutout."""
 
+import cv2
 import numpy as np
 import pytest
 from transform_samples import coordinate_sample, rng
 
 from segaccel.data import Compose, PhotoMetricDistortion, RandomCutOut, RGB2Gray, init_results
-from segaccel.data.transforms import hsv_to_rgb, rgb_to_hsv
 
 
-def test_hsv_round_trip():
-    img = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
-    hsv = rgb_to_hsv(img)
-    assert np.array_equal(hsv_to_rgb(hsv), img)
-    hsv[..., 0] += 360.0  # a full turn of hue changes nothing
-    assert np.array_equal(hsv_to_rgb(hsv), img)
-    hsv[..., 1] = 0.0  # no saturation: grey at the max channel value
-    grey = hsv_to_rgb(hsv)
-    assert np.array_equal(grey, np.repeat(img.max(axis=-1, keepdims=True), 3, axis=-1))
+class MMSegPhotoMetricDistortion:
+    """MMSegmentation 1.x's PhotoMetricDistortion.transform on a BGR image, draws replayed from `params`."""
+
+    @staticmethod
+    def convert(img, alpha=1, beta=0):
+        img = img.astype(np.float32) * alpha + beta
+        img = np.clip(img, 0, 255)
+        return img.astype(np.uint8)
+
+    def __call__(self, img, params):
+        if params["brightness"] is not None:
+            img = self.convert(img, beta=params["brightness"])
+        if params["contrast_first"] and params["contrast"] is not None:
+            img = self.convert(img, alpha=params["contrast"])
+        if params["saturation"] is not None:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)  # mmcv.bgr2hsv
+            img[:, :, 1] = self.convert(img[:, :, 1], alpha=params["saturation"])
+            img = cv2.cvtColor(img, cv2.COLOR_HSV2BGR)
+        if params["hue"] is not None:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+            img[:, :, 0] = (img[:, :, 0].astype(int) + params["hue"]) % 180
+            img = cv2.cvtColor(img, cv2.COLOR_HSV2BGR)
+        if not params["contrast_first"] and params["contrast"] is not None:
+            img = self.convert(img, alpha=params["contrast"])
+        return img
+
+
+def mmseg_draws(rng, brightness_delta=32, contrast=(0.5, 1.5), saturation=(0.5, 1.5), hue_delta=18):
+    """The draws of MMSegmentation's transform, in its order (numpy's randint/uniform on our generator)."""
+    out = {"brightness": None, "contrast": None, "saturation": None, "hue": None}
+    if rng.integers(2):
+        out["brightness"] = rng.uniform(-brightness_delta, brightness_delta)
+    mode = rng.integers(2)
+    out["contrast_first"] = bool(mode == 1)
+    if mode == 1 and rng.integers(2):
+        out["contrast"] = rng.uniform(*contrast)
+    if rng.integers(2):
+        out["saturation"] = rng.uniform(*saturation)
+    if rng.integers(2):
+        out["hue"] = int(rng.integers(-hue_delta, hue_delta))
+    if mode == 0 and rng.integers(2):
+        out["contrast"] = rng.uniform(*contrast)
+    return out
+
+
+def photo(h: int = 37, w: int = 53) -> np.ndarray:
+    """Every hue, saturation and brightness region, plus greys (s = 0) and saturated corners."""
+    g = np.random.default_rng(11)
+    img = g.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    img[:5] = g.integers(0, 256, (5, w, 1), dtype=np.uint8)  # greys
+    img[-3:, -3:] = [255, 0, 0]
+    return img
+
+
+def test_photometric_distortion_is_mmsegmentations_on_fixed_draws():
+    t, reference, img = PhotoMetricDistortion(), MMSegPhotoMetricDistortion(), photo()
+    branches = set()
+    for seed in range(64):
+        params = t.draw(np.random.default_rng(seed))
+        expected_params = mmseg_draws(np.random.default_rng(seed))
+        assert {k: params[k] for k in expected_params} == expected_params  # the same draws, in MMSeg's order
+        ours = t(init_results(img.copy()), rng=np.random.default_rng(seed))["img"]
+        theirs = reference(img[..., ::-1].copy(), params)[..., ::-1]  # MMSegmentation works in BGR
+        assert ours.dtype == np.uint8 and np.abs(ours.astype(int) - theirs).max() == 0
+        branches.add(tuple(params[k] is not None for k in ("brightness", "contrast", "saturation", "hue")))
+        branches.add(("contrast_first", params["contrast_first"]))
+    assert len(branches) >= 14  # (nearly) every combination of steps was exercised
+
+
+def test_photometric_on_device_records_the_draws_and_leaves_the_image():
+    img = photo()
+    deferred = PhotoMetricDistortion(on_device=True)(init_results(img.copy()), rng=np.random.default_rng(5))
+    assert np.array_equal(deferred["img"], img)
+    assert deferred["batch_augments"] == [PhotoMetricDistortion().draw(np.random.default_rng(5))]
 
 
 def test_photometric_distortion_changes_only_the_image():
