@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from segaccel.data import seg_collate
+from segaccel.data.loader import resolve_num_workers, worker_init_fn
 from segaccel.data.samplers import ShardedEvalSampler
 from segaccel.data.streaming import SegStreamDataset, StreamCheckpoint, StreamLoader, stream_collate
 from segaccel.engine.logging import logger
@@ -29,10 +30,11 @@ def build_dataloader(
     collate_fn: Callable[[list[Any]], dict[str, Any]] = seg_collate,
 ) -> DataLoader:
     """A DataLoader as `<split>_dataloader` says: `batch_size` (per process; default 2 for training,
-    1 for evaluation) and `num_workers`; training loaders keep their workers between epochs and
-    take `prefetch_factor`. Memory is pinned for CUDA devices.
+    1 for evaluation) and `num_workers` (a count, or `auto`: `segaccel.data.loader.resolve_num_workers`);
+    training loaders keep their workers between epochs and take `prefetch_factor`. Memory is pinned
+    for CUDA devices. Workers run OpenCV without threads and torch with one (`worker_init_fn`).
     """
-    num_workers = int(loader_cfg.get("num_workers", 0))
+    num_workers = resolve_num_workers(loader_cfg.get("num_workers", 0))  # an int, or "auto"
     keep_workers = training and num_workers > 0
     return DataLoader(
         dataset,
@@ -43,6 +45,7 @@ def build_dataloader(
         pin_memory=device.type == "cuda",
         persistent_workers=keep_workers,
         prefetch_factor=loader_cfg.get("prefetch_factor") if keep_workers else None,
+        worker_init_fn=worker_init_fn if num_workers > 0 else None,
     )
 
 
