@@ -3,7 +3,12 @@
 
     # a transformers SegFormer (a Hub repo id or a local folder saved by transformers)
     python scripts/convert_checkpoint.py nvidia/segformer-b0-finetuned-ade-512-512 converted/segformer-b0-ade
-    # an MMSegmentation model-zoo checkpoint: our config describes the same model
+    # an MMSegmentation model-zoo entry: its checkpoint and its MMSegmentation config (read, never run)
+    python scripts/convert_checkpoint.py pspnet_r50-d8_512x1024_80k_cityscapes.pth converted/pspnet \
+        --config pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py
+    # a 1.x checkpoint carries its training config: no --config needed
+    python scripts/convert_checkpoint.py iter_80000.pth converted/mine
+    # or our YAML describing the same model
     python scripts/convert_checkpoint.py segformer_mit-b0_ade.pth converted/b0 \
         --config configs/segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.yaml
 
@@ -12,16 +17,16 @@ An existing OUT_DIR is written into only with `--force`, and then only the files
 are replaced; other files are left alone.
 
 The result loads with `Segmentor.from_pretrained(OUT_DIR)` and can be pushed with
-`scripts/push_to_hub.py OUT_DIR REPO_ID`. MMSegmentation checkpoints are read with
-`torch.load(weights_only=True)`; their class names and palette (checkpoint `meta`) are kept. After
-writing, the folder is loaded again and its logits on a random input compared with the converted
-model's (printed).
+`scripts/push_to_hub.py OUT_DIR REPO_ID`. MMSegmentation checkpoints (1.x Runner files with their
+message hub, 0.x files) are read by segaccel's restricted reader: nothing in the file is run, and
+neither mmengine nor mmcv is needed. Their class names and palette (checkpoint `meta`) are kept; the
+converted config is written as `config.yaml`. After writing, the folder is loaded again and its logits
+on a random input compared with the converted model's (printed).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -29,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-from segaccel.config import dump_config, load_config  # noqa: E402
+from segaccel.config import dump_config  # noqa: E402
 from segaccel.convert import convert_mmseg_state_dict, load_mmseg_checkpoint, read_state_dict  # noqa: E402
+from segaccel.convert.mmseg_zoo import zoo_config  # noqa: E402
 from segaccel.models import Segmentor  # noqa: E402
 from segaccel.registry import MODELS  # noqa: E402
 
@@ -41,7 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Convert a checkpoint into a segaccel model folder.")
     parser.add_argument("source", help="transformers SegFormer repo id/folder, or an MMSegmentation .pth")
     parser.add_argument("out_dir", help="the segaccel model folder to write")
-    parser.add_argument("--config", help="our YAML config of the same model (MMSegmentation checkpoints)")
+    parser.add_argument(
+        "--config",
+        help="MMSegmentation checkpoints: its MMSegmentation .py config or our YAML of the same model "
+        "(default: the config a 1.x checkpoint carries)",
+    )
     parser.add_argument("--revision", help="Hub revision of a transformers repo")
     parser.add_argument(
         "--force",
@@ -52,31 +62,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def convert_mmseg(path: Path, config: str, overrides: list[str]) -> tuple[Segmentor, dict]:
-    cfg = load_config(config, overrides)
+def convert_mmseg(path: Path, config: str | None, overrides: list[str]) -> tuple[Segmentor, dict]:
     if path.suffix == ".safetensors":
-        ckpt = {
-            "state_dict": convert_mmseg_state_dict(read_state_dict(path)),
-            "classes": None,
-            "palette": None,
-        }
+        weights = convert_mmseg_state_dict(read_state_dict(path))
+        ckpt = {"state_dict": weights, "classes": None, "palette": None, "config_text": None}
     else:
         ckpt = load_mmseg_checkpoint(path)
-    model_cfg = copy.deepcopy(cfg["model"])
-    if ckpt["classes"] and not model_cfg.get("id2label"):
-        model_cfg["id2label"] = dict(enumerate(ckpt["classes"]))
-    if ckpt["palette"] and not model_cfg.get("palette"):
-        model_cfg["palette"] = ckpt["palette"]
-    if not model_cfg.get("test_pipeline"):
-        for key in ("test_dataloader", "val_dataloader"):
-            pipeline = (cfg.get(key) or {}).get("dataset", {}).get("pipeline")
-            if pipeline:
-                model_cfg["test_pipeline"] = pipeline
-                break
-    backbone = model_cfg.get("backbone") or {}
-    if backbone.get("pretrained"):  # the checkpoint holds every weight: no ImageNet download
-        model_cfg["backbone"] = {**backbone, "pretrained": None}
-    model = MODELS.build(model_cfg, key="model")
+    cfg, notes = zoo_config(ckpt, config, overrides)
+    for note in notes:
+        print(f"note: {note}")
+    model = MODELS.build(cfg["model"], key="model")
     model.load_weights(ckpt["state_dict"], strict=True, source=str(path))
     return model.eval(), cfg
 
@@ -103,8 +98,6 @@ def main(argv: list[str] | None = None) -> Path:
     check_out_dir(Path(args.out_dir), args.force)
     cfg = None
     if source.suffix in PICKLE_SUFFIXES or source.suffix == ".safetensors":
-        if not args.config:
-            raise SystemExit("convert_checkpoint.py: an MMSegmentation checkpoint needs --config (our YAML)")
         model, cfg = convert_mmseg(source, args.config, args.overrides)
     else:
         kwargs = {"revision": args.revision} if args.revision else {}
