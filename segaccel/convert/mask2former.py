@@ -365,16 +365,20 @@ def resnet_state_dict_from_transformers(state: Mapping[str, torch.Tensor]) -> di
 
 
 def mask2former_state_dict_from_transformers(
-    state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any]
+    state_dict: Mapping[str, torch.Tensor], config: Mapping[str, Any] | None = None
 ) -> dict[str, torch.Tensor]:
     """A transformers `Mask2FormerForUniversalSegmentation` state dict → our Segmentor's.
 
     The backbone (`model.pixel_level_module.encoder.*`) is converted for the backbone type in
-    `config`; every other key has a rule or raises (only `criterion.empty_weight` is left out).
+    `config` (without one, told by its key names); every other key has a rule or raises (only
+    `criterion.empty_weight` is left out).
     """
     encoder_prefix = _PIXEL + "encoder."
     encoder = {k[len(encoder_prefix) :]: v for k, v in state_dict.items() if k.startswith(encoder_prefix)}
-    kind = (config.get("backbone_config") or {}).get("model_type", "swin")
+    if config is not None:
+        kind = (config.get("backbone_config") or {}).get("model_type", "swin")
+    else:
+        kind = "resnet" if any(k.startswith("embedder.embedder.") for k in encoder) else "swin"
     if kind == "resnet":
         backbone = {f"timm_model.{k}": v for k, v in resnet_state_dict_from_transformers(encoder).items()}
     elif kind == "swin":

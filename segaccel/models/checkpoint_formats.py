@@ -28,6 +28,11 @@ from segaccel.convert import (
     segformer_config_from_transformers,
     segformer_state_dict_from_transformers,
 )
+from segaccel.convert.eomt import eomt_config_from_transformers, eomt_state_dict_from_transformers
+from segaccel.convert.mask2former import (
+    mask2former_config_from_transformers,
+    mask2former_state_dict_from_transformers,
+)
 
 StateDict = dict[str, torch.Tensor]
 
@@ -58,6 +63,18 @@ TRANSFORMERS_SEGFORMER = CheckpointFormat(
     convert_state_dict=segformer_state_dict_from_transformers,
     convert_config=segformer_config_from_transformers,
 )
+TRANSFORMERS_MASK2FORMER = CheckpointFormat(
+    name="transformers Mask2Former",
+    model_type="mask2former",
+    convert_state_dict=mask2former_state_dict_from_transformers,
+    convert_config=mask2former_config_from_transformers,
+)
+TRANSFORMERS_EOMT = CheckpointFormat(
+    name="transformers EoMT",
+    model_type="eomt",
+    convert_state_dict=eomt_state_dict_from_transformers,
+    convert_config=eomt_config_from_transformers,
+)
 MMSEGMENTATION = CheckpointFormat(
     # a DistributedDataParallel `module.` prefix, or the data preprocessor's mean/std saved as weights
     name="MMSegmentation",
@@ -66,7 +83,12 @@ MMSEGMENTATION = CheckpointFormat(
 )
 SEGACCEL = CheckpointFormat(name="segaccel")
 
-CHECKPOINT_FORMATS: tuple[CheckpointFormat, ...] = (TRANSFORMERS_SEGFORMER, MMSEGMENTATION)
+CHECKPOINT_FORMATS: tuple[CheckpointFormat, ...] = (
+    TRANSFORMERS_SEGFORMER,
+    TRANSFORMERS_MASK2FORMER,
+    TRANSFORMERS_EOMT,
+    MMSEGMENTATION,
+)
 """The foreign formats, in the order they are tried (segaccel's own is the fallback)."""
 
 
