@@ -5,8 +5,8 @@ A card is built from data only — the model's saved config (`config.json`), its
 imports nothing of segaccel), so `Segmentor.save_pretrained` can write the card while `hub/` (push
 helpers) uses the models and is never used by them (DESIGN §3).
 
-Metadata: `library_name: segaccel`, `pipeline_tag: image-segmentation`, tags, `datasets`, and the
-evaluation results as `model-index` (`EvalResult`s: mIoU, mAcc, aAcc, ... on the dataset split),
+Metadata: `library_name: segaccel`, `pipeline_tag: image-segmentation`, the licence, tags, `datasets`,
+and the evaluation results as `model-index` (`EvalResult`s: mIoU, mAcc, aAcc, ... on the dataset split),
 which the Hub shows and `ModelCard.load(...).data.eval_results` parses back. Text: a usage snippet,
 the results and per-class table, the model, the training command and the training config.
 """
@@ -40,6 +40,35 @@ METRIC_TYPES = {
 }
 
 
+DEFAULT_LICENSE = "apache-2.0"
+# Licence ids the Hub knows; any other licence is written `license: other` + `license_name` (+ a link)
+HUB_LICENSES = {
+    "apache-2.0", "mit", "bsd", "bsd-2-clause", "bsd-3-clause", "cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0",
+    "cc-by-nc-4.0", "cc-by-nc-sa-4.0", "cc-by-nc-nd-4.0", "openrail", "creativeml-openrail-m",
+    "gpl-3.0", "lgpl-3.0", "agpl-3.0", "mpl-2.0", "llama2", "llama3", "gemma", "other", "unknown",
+}
+LICENSE_LINKS = {"dinov3-license": "https://ai.meta.com/resources/models-and-libraries/dinov3-license/"}
+
+
+def weights_license(model_config: Mapping[str, Any]) -> str | None:
+    """The licence of the backbone weights a model was trained from, as its config records it
+    (`backbone.weights_license`, e.g. `dinov3-license`), else None."""
+    backbone = model_config.get("backbone")
+    value = backbone.get("weights_license") if isinstance(backbone, Mapping) else None
+    return str(value) if value else None
+
+
+def license_metadata(license: str) -> dict[str, str]:
+    """Model-card metadata for a licence: `{license}` for one the Hub knows, else
+    `{license: other, license_name, license_link}` (the Hub's form, e.g. DINOv3's `dinov3-license`)."""
+    if license in HUB_LICENSES:
+        return {"license": license}
+    meta = {"license": "other", "license_name": license}
+    if license in LICENSE_LINKS:
+        meta["license_link"] = LICENSE_LINKS[license]
+    return meta
+
+
 def is_generated_card(text: str) -> bool:
     """Whether a README.md is a card segaccel wrote (and may replace), not one written by hand."""
     return GENERATED_MARKER in text
@@ -56,6 +85,7 @@ def build_model_card(
     model_name: str | None = None,
     dataset: str | None = None,
     dataset_split: str | None = None,
+    license: str | None = None,
     **_: Any,
 ) -> ModelCard:
     """The model card of a model described by `model_config` (what `config.json` holds).
@@ -69,6 +99,8 @@ def build_model_card(
         model_dir: a model folder; `metrics.json` and `config.yaml` there fill in `metrics` and
             `train_config` when those are not given.
         dataset, dataset_split: override the dataset id and split read from `train_config`.
+        license: the weights' licence; default: the backbone weights' (`backbone.weights_license` in
+            `model_config`: weights trained from them stay under it), else Apache-2.0.
     """
     if model_dir is not None:
         folder = Path(model_dir)
@@ -85,10 +117,11 @@ def build_model_card(
     class_names = _class_names(model_config)
 
     results = _eval_results(metrics, dataset, dataset_cfg.get("name"), split)
+    license = license or weights_license(model_config) or DEFAULT_LICENSE
     data = ModelCardData(
         library_name="segaccel",
         pipeline_tag="image-segmentation",
-        license="apache-2.0",
+        **license_metadata(license),
         tags=list(TAGS),
         datasets=[dataset] if dataset else None,
         model_name=model_name if results else None,
@@ -100,6 +133,7 @@ def build_model_card(
         _usage(repo_id or "PATH_OR_REPO_ID"),
         _results_section(metrics, dataset, split, class_names),
         _model_section(model_config),
+        _license_section(license, weights_license(model_config)),
         _training_section(train_config, train_command),
     ]
     text = "\n\n".join(s for s in sections if s)
@@ -265,6 +299,17 @@ def _model_section(model_config: Mapping[str, Any]) -> str:
         shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
         lines.append(f"- classes: {shown}")
     return "\n".join(lines)
+
+
+def _license_section(license: str, backbone_license: str | None) -> str:
+    link = LICENSE_LINKS.get(license)
+    named = f"[`{license}`]({link})" if link else f"`{license}`"
+    if backbone_license and backbone_license == license:
+        return (
+            f"## License\n\n{named}: the backbone was initialised from weights under this licence, and "
+            "weights trained from them stay under it."
+        )
+    return f"## License\n\n{named}"
 
 
 def _training_section(train_config: Mapping[str, Any] | None, train_command: str | None) -> str | None:

@@ -101,6 +101,8 @@ class Segmentor(
         else:  # a transformers MiT encoder (a repo id or folder): built bare, then loaded and converted
             self.backbone = MODELS.build({**backbone, "pretrained": None}, key="model.backbone")
             load_transformers_mit(self.backbone, hub_pretrained)
+        if "weights_license" in backbone:  # the licence of the backbone's weights stays in config.json
+            backbone["weights_license"] = getattr(self.backbone, "weights_license", None)
         self.neck = MODELS.build(neck, key="model.neck") if neck is not None else None
         self.decode_head = MODELS.build(decode_head, key="model.decode_head")
         if hasattr(self.decode_head, "bind_backbone"):  # a head that runs the backbone itself (EoMT)
