@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from segaccel.deploy import ExportedSegmentor, is_exported_folder  # noqa: E402
 from segaccel.inference import inference_model  # noqa: E402
 from segaccel.models import Segmentor  # noqa: E402
 from segaccel.visualization import draw_legend, get_palette, overlay_mask  # noqa: E402
@@ -33,7 +34,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Segment images with a segaccel model.")
     parser.add_argument("images", nargs="+", help="image files and/or folders of images")
-    parser.add_argument("--model", required=True, help="a saved model folder or a Hub repo id")
+    parser.add_argument(
+        "--model", required=True, help="a model folder, an exported folder (scripts/export.py) or a Hub id"
+    )
     parser.add_argument("--out-dir", "--out_dir", dest="out_dir", required=True, help="output folder")
     parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
@@ -105,7 +108,10 @@ def main(argv: list[str] | None = None) -> list[Path]:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     kwargs = {"revision": args.revision} if args.revision else {}
-    model = Segmentor.from_pretrained(args.model, device=device, dtype=args.dtype, **kwargs)
+    if is_exported_folder(args.model):  # scripts/export.py's ONNX / ExportedProgram: no model code
+        model = ExportedSegmentor(args.model)
+    else:
+        model = Segmentor.from_pretrained(args.model, device=device, dtype=args.dtype, **kwargs)
     if args.mode:
         test_cfg = {"mode": args.mode}
         if args.mode == "slide":

@@ -2,6 +2,7 @@
 """Evaluate a model on a dataset split: per-class table, summary and `WORK_DIR/metrics.json`.
 
     python scripts/test.py work_dirs/quickstart/model                  # an exported model folder
+    python scripts/test.py exported/quickstart                         # scripts/export.py's ONNX folder
     python scripts/test.py CONFIG --checkpoint work_dirs/x/checkpoints/iter_2000
     python scripts/test.py org/segformer-b0-ade --split validation     # a Hub model id
     python scripts/test.py MODEL --mode slide --crop-size 512 512 --stride 341 341
@@ -28,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
 from segaccel.config import apply_overrides, load_config  # noqa: E402
+from segaccel.deploy import ExportedSegmentor, is_exported_folder  # noqa: E402
 from segaccel.engine.runner import Runner  # noqa: E402
 from segaccel.models import Segmentor  # noqa: E402
 
@@ -80,9 +82,12 @@ def resolve_target(args: argparse.Namespace) -> tuple[dict[str, Any], Segmentor 
     if target.is_file():
         return load_config(target), None, str(Path("work_dirs") / target.stem / "test")
     if target.is_dir():
-        if not (target / "config.json").is_file():
+        if is_exported_folder(target):  # scripts/export.py's ONNX / ExportedProgram, no model code
+            model = ExportedSegmentor(target)
+        elif not (target / "config.json").is_file():
             raise SystemExit(f"{target} is not a model folder (no config.json)")
-        model = Segmentor.from_pretrained(str(target))
+        else:
+            model = Segmentor.from_pretrained(str(target))
         cfg = _model_config(target / "config.yaml", args, str(target))
         return cfg, model, str(target.parent / "test")
     if not HUB_ID.match(args.target):
@@ -150,6 +155,8 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, model, default_work_dir = resolve_target(args)
     if model is not None and args.checkpoint:
         raise SystemExit("--checkpoint goes with a config; a model folder or Hub id carries its own weights")
+    if args.tta and isinstance(model, ExportedSegmentor):
+        raise SystemExit("--tta works on PyTorch models (it rescales normalised inputs), not exported ones")
     cfg, loader_key = build_config(args, cfg)
     if model is None and cfg.get("model") is None:
         raise SystemExit(f"{args.target}: the config has no `model`")

@@ -14,6 +14,9 @@ so peaks do not mix: the model is built and the input allocated, the peak reside
 
 Linux only (reads /proc).
 
+`--runtime onnxruntime eager compile` compares runtimes of the exported graph instead
+(`segaccel.benchmark.runtimes`): images/s and peak memory of each, side by side in one run.
+
 `--speed` (implied by `--vs transformers`) measures throughput instead, in this process: images/s of
 `whole` inference (`--batch` images of `--whole-size`, logits resized to the input as
 `Segmentor.inference` does) and of `slide` inference (`--batch` images of `--slide-size`, windows of
@@ -71,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--num-classes", type=int, default=None, help="default: the config's")
     speed.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     speed.add_argument("--channels-last", action="store_true")
+    speed.add_argument(
+        "--runtime",
+        nargs="+",
+        choices=["onnxruntime", "eager", "compile"],
+        help="compare these runtimes on the exported graph (whole, --batch x --whole-size; CPU)",
+    )
 
 
 def _measure(args: dict[str, Any], queue: Any) -> None:
@@ -131,6 +140,10 @@ def _measure(args: dict[str, Any], queue: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    if args.runtime:
+        from segaccel.benchmark.runtimes import run_runtimes
+
+        return run_runtimes(args)
     if args.speed or args.vs:
         return run_speed(args)
     ctx = mp.get_context("spawn")

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 _LINEAR_MODES = ("linear", "bilinear", "bicubic", "trilinear")
 
@@ -31,8 +32,11 @@ def resize(
     that accept it.
     """
     if size is not None:
-        size = tuple(int(s) for s in size)
-        if tuple(input.shape[2:]) == size:
+        # symbolic sizes (torch.export with dynamic height/width) stay symbolic: no int(), and the
+        # same-size shortcut only where the sizes are known equal (interpolating is the identity anyway)
+        size = tuple(s if isinstance(s, torch.SymInt) else int(s) for s in size)
+        same = len(size) == input.dim() - 2
+        if same and all(statically_known_true(a == b) for a, b in zip(input.shape[2:], size)):
             return input
     if mode not in _LINEAR_MODES:
         align_corners = None

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from segaccel.convert.backbones import swin_state_dict_from_timm
 
@@ -45,7 +46,12 @@ def _pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
     """`(N, C, H, W)` padded right/bottom with zeros to multiples of `stride` (MMSeg's corner padding)."""
     h, w = x.shape[-2:]
     pad_h, pad_w = (-h) % stride, (-w) % stride
-    return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+    return x if _known_zero(pad_h, pad_w) else F.pad(x, (0, pad_w, 0, pad_h))
+
+
+def _known_zero(*sizes: int | torch.SymInt) -> bool:
+    """All `sizes` are 0 (always False for a symbolic size: torch.export then keeps the general path)."""
+    return all(statically_known_true(s == 0) for s in sizes)
 
 
 class PatchEmbed(nn.Module):
@@ -172,7 +178,7 @@ class ShiftWindowMSA(nn.Module):
         x = self._reverse(windows, h_pad, w_pad)
         if shift > 0:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
-        if pad_r or pad_b:
+        if not _known_zero(pad_r, pad_b):
             x = x[:, :h, :w, :].contiguous()
         return self.drop(x.view(n, h * w, c))
 

@@ -15,6 +15,39 @@ from segaccel.models.heads.decode_head import BaseDecodeHead
 from segaccel.models.utils import ConvModule, resize
 
 
+def _pool_weights(size: int | torch.SymInt, out: int, like: torch.Tensor) -> torch.Tensor:
+    """`(out, size)` matrix: row i is 1/count over adaptive pooling's window i, `[floor(i*size/out),
+    ceil((i+1)*size/out))`, and 0 elsewhere."""
+    i = torch.arange(out, device=like.device)
+    start = (i * size) // out
+    end = ((i + 1) * size + out - 1) // out
+    j = torch.arange(size, device=like.device)
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
+
+
+def adaptive_avg_pool2d(x: torch.Tensor, output_size: int | Sequence[int]) -> torch.Tensor:
+    """`F.adaptive_avg_pool2d` of `(N, C, H, W)` as two matrix products over the same windows.
+
+    Equal up to float rounding, but built from shape arithmetic only, so it exports with a symbolic
+    height and width (ONNX has no adaptive pooling, and its exporters pin the input size otherwise).
+    """
+    out_h, out_w = (output_size, output_size) if isinstance(output_size, int) else output_size
+    h, w = x.shape[-2:]
+    return _pool_weights(h, out_h, x) @ x @ _pool_weights(w, out_w, x).transpose(0, 1)
+
+
+class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """`nn.AdaptiveAvgPool2d` (eager: the native kernel) that traces as `adaptive_avg_pool2d` under
+    `torch.export`, so exported PSP/UPerNet graphs take any input size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.output_size
+        if torch.compiler.is_exporting() and (isinstance(size, int) or None not in size):
+            return adaptive_avg_pool2d(x, size)
+        return super().forward(x)
+
+
 class PPM(nn.ModuleList):
     """Pooling pyramid: per scale, adaptive average pool → 1x1 ConvModule, upsampled back to the input size.
 
@@ -37,7 +70,7 @@ class PPM(nn.ModuleList):
         for scale in self.pool_scales:
             self.append(
                 nn.Sequential(
-                    nn.AdaptiveAvgPool2d(scale),
+                    AdaptiveAvgPool2d(scale),
                     ConvModule(
                         in_channels, channels, 1, conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg
                     ),
