@@ -1,9 +1,12 @@
-"""Atomic training checkpoints in `WORK_DIR/checkpoints/iter_<N>/`.
+"""Atomic training checkpoints in `WORK_DIR/checkpoints/iter_<N>/`, and resuming from them.
 
-Every process writes its part of `accelerator.save_state` into a hidden temporary folder; once
-all are done, the main process writes `segaccel_state.json` and renames the folder into place.
-A folder named `iter_<N>` therefore always holds a complete checkpoint; a leftover `.tmp_*` folder
-from an interrupted write is never loaded and is cleaned up by the next save.
+Every process writes its part of `accelerator.save_state` into a temporary folder
+(`.segaccel-tmp-iter_<N>`, marked as segaccel's: `engine.atomic`); the main process then writes the
+registered states (`custom_checkpoint_<i>.pkl`: the LR schedule, the stream position) and, last,
+`segaccel_state.json`, and renames the folder into place. A folder named `iter_<N>` therefore always
+holds a complete checkpoint; a leftover temporary folder of an interrupted write is never loaded and
+is cleaned up by the next save (only segaccel's own: a user's `.tmp_x` is left alone). A write that
+fails (a full disk) is a `CheckpointError` saying so; the previous checkpoints stay intact.
 
 The stages of a write are kill points of the interruption tests (`CHECKPOINT_STAGES` in
 `segaccel.engine.fault_injection`): `before_save`, `files_written` (Accelerate's files written,
@@ -11,8 +14,10 @@ The stages of a write are kill points of the interruption tests (`CHECKPOINT_STA
 model folders are written the same way (`segaccel.engine.atomic`, `segaccel.engine.export`).
 
 Besides `iter_<N>`, a checkpoint may be saved under another name (`best_mIoU`): `--resume` only
-ever picks `iter_<N>` folders. Resuming (`resume_path`, `restore_checkpoint`) says which config
-keys changed since the checkpoint was written.
+ever picks `iter_<N>` folders. Resuming (`resume_path`, `restore_checkpoint`) reads nothing it has
+not checked (`engine.checkpoint_files`: no pickle is unpickled beyond tensors and plain
+containers), fails with a clear error when a state it needs is missing or refused, and says which
+config keys changed since the checkpoint was written.
 """
 
 from __future__ import annotations
@@ -21,17 +26,30 @@ import hashlib
 import json
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 
 from segaccel.config import to_plain
-from segaccel.engine.atomic import replace_folder, write_json_atomically
+from segaccel.engine.atomic import clean_temporaries, replace_folder, temp_folder, write_json_atomically
+from segaccel.engine.checkpoint_files import (
+    STATE_FILE,
+    CheckpointError,
+    check_checkpoint_files,
+    check_model_file,
+    custom_file,
+    read_state_file,
+    restore_custom_states,
+    restore_rng_states,
+    rng_file,
+)
 from segaccel.engine.fault_injection import kill_point
 from segaccel.engine.logging import flat_config, logger
 
-STATE_FILE = "segaccel_state.json"
+__all__ = ["STATE_FILE", "CheckpointError", "restore_checkpoint", "resume_path", "save_checkpoint"]
 _ITER_DIR = re.compile(r"^iter_(\d+)$")
 
 
@@ -43,30 +61,53 @@ def save_checkpoint(
     max_keep: int = -1,
     keep: tuple[str, ...] = (),
     name: str | None = None,
+    custom_objects: Sequence[Any] = (),
 ) -> Path:
     """Write `ckpt_root/iter_<iteration>` (or `ckpt_root/<name>`) atomically on all processes.
 
-    Every process must call it (Accelerate's `save_state` is collective). `extra_state`
-    (JSON-able: best metric, config, ...) is written by the main process with the iteration as
-    `segaccel_state.json`, last, so a folder without it is incomplete. With `max_keep > 0` only
-    the newest `max_keep` `iter_*` folders are kept (and any folder named in `keep`). Returns the
-    final path.
+    Every process must call it (Accelerate's `save_state` and the `state_dict()` of a registered
+    stream position are collective). `custom_objects` (objects with `state_dict`/`load_state_dict`)
+    are saved as `custom_checkpoint_<i>.pkl` by the main process. `extra_state` (JSON-able: best
+    metric, config, ...) is written by the main process with the iteration as `segaccel_state.json`,
+    last, so a folder without it is incomplete. With `max_keep > 0` only the newest `max_keep`
+    `iter_*` folders are kept (and any folder named in `keep`). Returns the final path.
     """
     ckpt_root = Path(ckpt_root)
     name = name or f"iter_{iteration}"
     final = ckpt_root / name
-    tmp = ckpt_root / f".tmp_{name}"
     kill_point("before_save", iteration)
+    tmp = ckpt_root / f".segaccel-tmp-{name}"
     if accelerator.is_main_process:
+        if ckpt_root.exists() and not ckpt_root.is_dir():
+            raise NotADirectoryError(f"{ckpt_root} exists and is not a folder; checkpoints are saved there")
         ckpt_root.mkdir(parents=True, exist_ok=True)
-        for stale in ckpt_root.glob(".tmp_*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        clean_temporaries(ckpt_root)
+        if final.exists() and not (final / STATE_FILE).is_file():
+            raise FileExistsError(
+                f"{final} exists and is not a segaccel checkpoint (no {STATE_FILE}); move it away, the "
+                f"checkpoint of iteration {iteration} is saved under that name"
+            )
+        tmp = temp_folder(final)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp), safe_serialization=True)
-    accelerator.wait_for_everyone()
-    kill_point("files_written", iteration)
+    try:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        states = [obj.state_dict() for obj in custom_objects]  # collective for a stream position
+        if accelerator.is_main_process:
+            for i, state in enumerate(states):
+                torch.save(state, tmp / custom_file(i))
+        accelerator.wait_for_everyone()
+        kill_point("files_written", iteration)
+        if accelerator.is_main_process:
+            write_json_atomically(tmp / STATE_FILE, {"iteration": iteration, **extra_state})
+    except (OSError, RuntimeError) as exc:  # a full disk: torch says "unexpected pos", the OS ENOSPC
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        kept = latest_checkpoint(ckpt_root)
+        raise CheckpointError(
+            f"could not write the checkpoint {final} ({type(exc).__name__}: {exc}); is the disk full? "
+            "Nothing of it was kept" + (f"; the last complete checkpoint, {kept}, is intact" if kept else "")
+        ) from exc
     if accelerator.is_main_process:
-        write_json_atomically(tmp / STATE_FILE, {"iteration": iteration, **extra_state})
         kill_point("state_written", iteration)
         replace_folder(tmp, final)
         kill_point("renamed", iteration)
@@ -97,15 +138,8 @@ def latest_checkpoint(ckpt_root: Path) -> Path | None:
 
 
 def read_checkpoint_state(path: Path) -> dict[str, Any]:
-    """The `segaccel_state.json` of a checkpoint folder; a clear error if it is not one."""
-    state_file = Path(path) / STATE_FILE
-    if not state_file.is_file():
-        raise FileNotFoundError(
-            f"{path} is not a complete segaccel checkpoint (no {STATE_FILE}); "
-            "an interrupted write leaves no such folder, so this may be the wrong path"
-        )
-    with open(state_file, encoding="utf-8") as f:
-        return json.load(f)
+    """The `segaccel_state.json` of a checkpoint folder, checked; a clear error if it is not one."""
+    return read_state_file(Path(path))
 
 
 def prune_checkpoints(ckpt_root: Path, max_keep: int, keep: tuple[str, ...] = ()) -> None:
@@ -130,14 +164,39 @@ def resume_path(resume: bool | str | None, ckpt_root: Path) -> Path | None:
     return path
 
 
-def restore_checkpoint(accelerator: Accelerator, path: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Restore everything `save_state` wrote (all processes); returns the checkpoint's state.
+def restore_checkpoint(
+    accelerator: Accelerator,
+    path: Path,
+    cfg: dict[str, Any],
+    custom_objects: Sequence[Any] = (),
+    model: torch.nn.Module | None = None,
+) -> dict[str, Any]:
+    """Restore everything a checkpoint holds (all processes call it); returns its state.
 
-    Warns with the config keys that differ from the checkpoint's config (`cfg` is the new one).
+    Every file is checked first (`engine.checkpoint_files.check_checkpoint_files`: each pickle read
+    by the restricted reader and refused if it holds more than tensors and plain containers; the
+    files this process needs present; `model.safetensors` valid, finite and of `model`'s dtypes).
+    Accelerate then restores the model, optimizer and grad scaler; the RNG states and
+    `custom_objects` are restored from the checked reads. Warns with the config keys that differ from
+    the checkpoint's config (`cfg` is the new one).
     """
+    path = Path(path)
     state = read_checkpoint_state(path)
+    read = check_checkpoint_files(
+        path, accelerator.process_index, len(custom_objects), needs_scaler=accelerator.scaler is not None
+    )
+    if model is not None:
+        check_model_file(path, accelerator.unwrap_model(model))
     accelerator.wait_for_everyone()
-    accelerator.load_state(str(path))
+    try:
+        accelerator.load_state(str(path))
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: Accelerate could not restore the checkpoint ({type(exc).__name__}: {exc}); it does not "
+            "match this model and optimizer (another config?) or is damaged"
+        ) from exc
+    restore_rng_states(read[rng_file(accelerator.process_index)], path / rng_file(accelerator.process_index))
+    restore_custom_states(custom_objects, read, path)
     changes = config_changes(state.get("config"), cfg)
     if state.get("num_processes") not in (None, accelerator.num_processes):
         changes.append(

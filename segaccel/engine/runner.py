@@ -37,7 +37,7 @@ from segaccel.engine.checkpoint import config_digest, restore_checkpoint, resume
 from segaccel.engine.dataloaders import build_dataloader, eval_dataloader, stream_train_loader
 from segaccel.engine.devices import adapt_sync_batchnorm, make_accelerator, warn_if_precision_unavailable
 from segaccel.engine.eval_loops import TestLoop, ValLoop
-from segaccel.engine.export import export_model_folder, push_model_folder
+from segaccel.engine.export import check_output_destinations, export_model_folder, push_model_folder
 from segaccel.engine.fault_injection import kill_point
 from segaccel.engine.logging import ScalarLogger, flat_config, logger, setup_logging, training_banner
 from segaccel.engine.loop_context import LoopContext, NonFiniteLossError, TrainingInterrupted, loop_settings
@@ -112,6 +112,9 @@ class Runner:
         self._resumed_from: Path | None = None
         self._id2label: dict[int, str] | None = None
         self._stream_checkpoint: StreamCheckpoint | None = None
+        # States saved with each checkpoint beside Accelerate's (segaccel_custom_<i>.pkl, in this order)
+        # and restored from the restricted reader's read (engine.checkpoint_files), never unpickled again.
+        self._checkpointed: list[Any] = []
         self._val_dataset: Any = None
 
     # The parts the loops run with live in `self.context` (set there as they are built); these
@@ -160,7 +163,7 @@ class Runner:
             if self._stream_checkpoint is None:
                 acc = self.accelerator
                 self._stream_checkpoint = StreamCheckpoint(acc.process_index, acc.num_processes)
-                acc.register_for_checkpointing(self._stream_checkpoint)
+                self._checkpointed.append(self._stream_checkpoint)
         return dataset
 
     def model_config(self) -> dict[str, Any]:
@@ -217,6 +220,7 @@ class Runner:
         ctx = self.context
         train_cfg = copy.deepcopy(cfg.get("train_cfg") or {})
         loop_type = train_cfg.pop("type", "IterBasedTrainLoop")
+        check_output_destinations(self.work_dir, best_model=bool(self.save_best))  # now, not after the run
         train_dataset = ctx.train_dataset = self.build_dataset("train_dataloader")
         val_dataset = self.build_dataset("val_dataloader") if cfg.get("val_dataloader") else None
 
@@ -229,7 +233,7 @@ class Runner:
         ctx.max_iters = ctx.scalar_logger.max_iters = self.train_loop.max_iters
         ctx.lr_scheduler = build_lr_scheduler(ctx.optimizer, cfg.get("param_scheduler"), ctx.max_iters)
         ctx.model, ctx.optimizer = acc.prepare(ctx.model, ctx.optimizer)
-        acc.register_for_checkpointing(ctx.lr_scheduler)
+        self._checkpointed.append(ctx.lr_scheduler)
         if val_dataset is not None:
             loader = self._eval_dataloader("val_dataloader", val_dataset)
             ctx.val_loop = ValLoop(ctx, loader, self.build_evaluator("val_evaluator"))
@@ -279,7 +283,9 @@ class Runner:
 
     def _load_checkpoint(self, path: Path) -> int:
         """Restore everything `save_state` wrote; returns the iteration to continue from."""
-        state = restore_checkpoint(self.accelerator, path, self.cfg)
+        state = restore_checkpoint(
+            self.accelerator, path, self.cfg, custom_objects=self._checkpointed, model=self.model
+        )
         self.best = state.get("best", {})
         self._resumed_from = path
         return int(state["iteration"])
@@ -302,6 +308,7 @@ class Runner:
             state,
             max_keep=self.max_keep_ckpts,
             name=name,
+            custom_objects=self._checkpointed,
         )
         if name is None:
             self._last_saved = (iteration, path)

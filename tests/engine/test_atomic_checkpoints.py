@@ -3,7 +3,7 @@
 `SEGACCEL_TEST_KILL_AT=<stage>` and `SEGACCEL_TEST_KILL_AT_ITER=<N>` (a test facility, see
 segaccel/engine/fault_injection.py) make `scripts/train.py` kill itself at that point of the write,
 deterministically. Checkpoints every 2 iterations (1 kept), killed while writing iteration 4's:
-`--resume` must pick the latest *complete* `iter_<N>` and ignore a half-written `.tmp_*` folder.
+`--resume` must pick the latest *complete* `iter_<N>` and ignore a half-written `.segaccel-tmp-*` folder.
 The five runs are independent and run side by side, one thread each
 (several multi-threaded runs on few cores would mostly wait for each other).
 """
@@ -31,8 +31,8 @@ OVERRIDES = [
 # stage -> (folders left behind, the checkpoint --resume picks)
 EXPECTED = {
     "before_save": (["iter_2"], "iter_2"),
-    "files_written": ([".tmp_iter_4", "iter_2"], "iter_2"),  # Accelerate's files, no state file
-    "state_written": ([".tmp_iter_4", "iter_2"], "iter_2"),  # complete, but not renamed
+    "files_written": ([".segaccel-tmp-iter_4", "iter_2"], "iter_2"),  # Accelerate's files, no state file
+    "state_written": ([".segaccel-tmp-iter_4", "iter_2"], "iter_2"),  # complete, but not renamed
     "renamed": (["iter_2", "iter_4"], "iter_4"),  # not pruned yet
     "pruned": (["iter_4"], "iter_4"),
 }
@@ -72,7 +72,7 @@ def test_killed_at_each_stage_resume_picks_the_last_complete_checkpoint(
         runner = Runner(load_config(tiny_config, OVERRIDES), work_dir=tmp_path / stage, resume=True)
         assert runner._resume_path() == ckpts / picked, stage  # what `--resume` will load
     assert (
-        tmp_path / "state_written" / "checkpoints" / ".tmp_iter_4" / STATE_FILE
+        tmp_path / "state_written" / "checkpoints" / ".segaccel-tmp-iter_4" / STATE_FILE
     ).is_file()  # looks complete
 
     # `--resume` after the nastiest stage (a complete but unrenamed folder) continues from iteration 2
@@ -88,7 +88,7 @@ def test_killed_at_each_stage_resume_picks_the_last_complete_checkpoint(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resumed from {work_dir / 'checkpoints' / 'iter_2'} at iteration 2" in result.stderr
-    assert sorted(p.name for p in (work_dir / "checkpoints").iterdir()) == ["iter_6"]  # the .tmp_ is gone
+    assert sorted(p.name for p in (work_dir / "checkpoints").iterdir()) == ["iter_6"]  # the temporary is gone
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -45,4 +45,4 @@ def test_export_writes_a_loadable_folder_with_strict_metrics(tiny_config, tmp_pa
     files = ["README.md", "config.json", "config.yaml", "model.safetensors"]  # no metrics.json this time
     assert sorted(p.name for p in out.iterdir()) == files
     assert (out / "README.md").read_text() == "# my notes\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "tiny.yaml"]  # no .tmp_/.old_ left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "tiny.yaml"]  # no temporary left

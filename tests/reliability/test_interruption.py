@@ -95,9 +95,9 @@ def test_killed_anywhere_then_resumed_equals_an_uninterrupted_run(tmp_path):
         assert all((work / "checkpoints" / c / STATE_FILE).is_file() for c in ckpts), (kill, ckpts)
         for folder in ("model", "best_model"):  # absent or complete, never half-written
             assert not (work / folder).exists() or complete_model(work / folder), (kill, folder)
-    # killed between the two renames of the final export: the old folder is not there (first
-    # export), the new one waits beside it, complete
-    assert complete_model(tmp_path / "export_swapped@6" / ".tmp_model")
+    # killed when the final export was about to be moved into place: the old folder is not there
+    # (first export), the new one waits beside it, complete
+    assert complete_model(tmp_path / "export_swapped@6" / ".segaccel-tmp-model")
 
     resumed = run_all(
         {name[kill]: (command(config, tmp_path / name[kill], "--resume"), ENV) for kill in KILLS}
@@ -112,5 +112,5 @@ def test_killed_anywhere_then_resumed_equals_an_uninterrupted_run(tmp_path):
         assert kill[1] - int(start.group(1)) <= INTERVAL, (kill, start.group(0))
         assert_same_tensors(final, load_model_weights(work / "model"))
         assert complete_model(work / "best_model")
-        leftovers = [p.name for p in work.iterdir() if p.name.startswith((".tmp_", ".old_"))]
+        leftovers = [p.name for p in work.iterdir() if p.name.startswith(".segaccel-")]
         assert not leftovers, (kill, leftovers)
