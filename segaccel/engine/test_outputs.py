@@ -6,9 +6,13 @@ predictions and labels) written as `null`. `per_class_table` is its per-class la
 
 `PredictionWriter` (`--out-dir`) and `OverlayWriter` (`--show-dir`) receive every predicted batch
 from `TestLoop`; each process writes the files of its own shard (one file per sample, named after
-the sample, so processes never write the same file and nothing is gathered). The per-class table
-and the confusion matrix come from the metric after its cross-process reduction and are written by
-the main process.
+the sample, so processes never write the same file and nothing is gathered). Names come from
+`OutputNames`: each sample's image file stem when stems are unique in the dataset; else its path
+relative to the folder all the images share (`train/a/img.png`, `val/b/img.png`), and only where that
+still repeats (or for samples without a path) the dataset index as a stable suffix (`img_7.png`). So
+one file is written per sample, never one over another, and the count logged is the count written.
+The per-class table and the confusion matrix come from the metric after its cross-process
+reduction and are written by the main process.
 
 A writer's `process(batch, outputs, indices)` gets `batch["inputs"]`, `outputs` and `indices` aligned:
 bad samples dropped by `skip_bad_samples` are in none of them, and a batch whose samples were all
@@ -19,12 +23,15 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
@@ -73,6 +80,72 @@ def write_metrics_json(
     path = Path(path)
     write_json_atomically(path, json_safe(data), allow_nan=False)
     return path
+
+
+class OutputNames:
+    """One output name per sample (see the module docstring), the same in every process.
+
+    `paths` are the dataset's image paths in index order (None where unknown); without them (a
+    streamed dataset) names are the samples' stems, a repeat within this process getting `_<n>`.
+    """
+
+    def __init__(self, paths: Sequence[str | None] | None = None) -> None:
+        self.names = unique_output_names(paths) if paths is not None else None
+        self._taken: dict[str, int] = {}
+
+    def __call__(self, sample: SegDataSample, index: int | None) -> str:
+        if self.names is not None and index is not None and 0 <= index < len(self.names):
+            return self.names[index]
+        name = output_name(sample, index)
+        n = self._taken.get(name, 0)
+        self._taken[name] = n + 1
+        return name if n == 0 else f"{name}_{n}"
+
+
+def unique_output_names(paths: Sequence[str | None]) -> list[str]:
+    """Names without extension, one per path, all different: stems, else relative paths, else `_<index>`."""
+    stems = [Path(p).stem if p else f"{i:06d}" for i, p in enumerate(paths)]
+    if len(set(stems)) == len(stems):
+        return stems
+    names = stems
+    known = [os.path.normpath(p) for p in paths if p]
+    try:
+        root = os.path.commonpath([os.path.dirname(p) or "." for p in known]) if known else None
+    except ValueError:  # absolute and relative paths mixed
+        root = None
+    if root is not None:
+        names = [
+            _relative_stem(os.path.normpath(p), root) if p else stems[i] for i, p in enumerate(paths)
+        ]
+    counts = Counter(names)
+    return [f"{n}_{i}" if counts[n] > 1 else n for i, n in enumerate(names)]
+
+
+def _relative_stem(path: str, root: str) -> str:
+    rel = os.path.splitext(os.path.relpath(path, root))[0]
+    parts = [part for part in rel.replace(os.sep, "/").split("/") if part not in ("", ".", "..")]
+    return "/".join(parts) or Path(path).stem
+
+
+def dataset_image_paths(dataset: Any) -> list[str | None] | None:
+    """Every sample's image path in index order, read from the Arrow table without the image bytes;
+    None when the dataset cannot say (a stream, a column without paths)."""
+    hf = getattr(dataset, "hf_dataset", None)
+    column = getattr(dataset, "image_column", None)
+    try:
+        chunks = hf.data.column(column).chunks
+        if chunks and pa.types.is_struct(chunks[0].type):
+            paths = [p for chunk in chunks for p in chunk.field("path").to_pylist()]
+        elif chunks and pa.types.is_string(chunks[0].type):
+            paths = [p for chunk in chunks for p in chunk.to_pylist()]
+        else:
+            return None
+        indices = getattr(hf, "_indices", None)  # a selected/shuffled view of the table
+        if indices is not None:
+            paths = [paths[i] for i in indices.column(0).to_pylist()]
+    except Exception:  # not a datasets.Dataset over an Arrow table: fall back to per-sample names
+        return None
+    return paths if len(paths) == len(dataset) else None
 
 
 def output_name(sample: SegDataSample, index: int | None) -> str:
@@ -134,12 +207,13 @@ class PredictionWriter:
         original_ids: bool = False,
         reduce_zero_label: bool = False,
         label_map: Mapping[int, int] | None = None,
+        names: OutputNames | None = None,
     ) -> None:
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = output_folder(out_dir, "--out-dir")
         self.original_ids = original_ids
         self.reduce_zero_label = reduce_zero_label
         self.label_map = dict(label_map) if label_map else None
+        self.names = names or OutputNames()
         self.written: list[Path] = []
 
     def process(
@@ -149,7 +223,7 @@ class PredictionWriter:
             pred = sample.pred_sem_seg.data[0].cpu().numpy()
             if self.original_ids:
                 pred = to_original_ids(pred, self.reduce_zero_label, self.label_map)
-            path = self.out_dir / f"{output_name(sample, index)}.png"
+            path = output_path(self.out_dir, self.names(sample, index))
             save_label_png(pred, path)
             self.written.append(path)
 
@@ -168,9 +242,10 @@ class OverlayWriter:
         dataset: Any = None,
         alpha: float = 0.5,
         min_height: int = 192,
+        names: OutputNames | None = None,
     ) -> None:
-        self.show_dir = Path(show_dir)
-        self.show_dir.mkdir(parents=True, exist_ok=True)
+        self.show_dir = output_folder(show_dir, "--show-dir")
+        self.names = names or OutputNames()
         self.palette = [list(c) for c in palette]
         self.class_names = list(class_names) if class_names else None
         self.dataset = dataset
@@ -185,7 +260,7 @@ class OverlayWriter:
             pred = sample.pred_sem_seg.data[0].cpu().numpy()
             gt = sample.gt_sem_seg.data[0].cpu().numpy() if "gt_sem_seg" in sample else None
             image = self._image(batch, i, index, pred.shape)
-            path = self.show_dir / f"{output_name(sample, index)}.png"
+            path = output_path(self.show_dir, self.names(sample, index))
             comparison = make_comparison(
                 image, gt, pred, self.palette, self.class_names, alpha=self.alpha, min_height=self.min_height
             )
@@ -221,6 +296,7 @@ def make_writers(
     """The writers a test run asks for: masks to `out_dir` (in the dataset's stored ids with
     `original_ids`, undoing its `reduce_zero_label` and `label_map`), overlays to `show_dir`."""
     writers: list[Any] = []
+    paths = dataset_image_paths(dataset) if (out_dir is not None or show_dir is not None) else None
     if out_dir is not None:
         writers.append(
             PredictionWriter(
@@ -228,11 +304,29 @@ def make_writers(
                 original_ids=original_ids,
                 reduce_zero_label=bool(getattr(dataset, "reduce_zero_label", False)),
                 label_map=getattr(dataset, "label_map", None),
+                names=OutputNames(paths),
             )
         )
     if show_dir is not None:
-        writers.append(OverlayWriter(show_dir, palette, class_names, dataset=dataset))
+        names = OutputNames(paths)
+        writers.append(OverlayWriter(show_dir, palette, class_names, dataset=dataset, names=names))
     return writers
+
+
+def output_folder(folder: str | Path, option: str) -> Path:
+    """`folder`, created; a clear error, before anything is predicted, when it cannot be one."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{option} {folder}: exists and is not a folder (nothing was written)")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def output_path(folder: Path, name: str) -> Path:
+    """`folder/<name>.png`, its sub-folders created (a name may mirror the dataset's folders)."""
+    path = folder / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def write_test_results(
@@ -257,7 +351,7 @@ def write_test_results(
     for writer in writers:
         if writer.written:
             folder = getattr(writer, "out_dir", None) or getattr(writer, "show_dir", None)
-            logger.info(f"wrote {len(writer.written)} files (this process's) to {folder}")
+            logger.info(f"wrote {len(set(writer.written))} files (this process's) to {folder}")
     return path
 
 
