@@ -38,7 +38,7 @@ def test_two_cpu_processes_validate_as_one(tiny_config, tmp_path, fresh_accelera
         files = {p.name for p in (work_dir / "checkpoints" / name).iterdir()}
         assert {"random_states_0.pkl", "random_states_1.pkl", "segaccel_state.json"} <= files
     # the LR schedule stepped once per optimizer step, not once per process
-    schedule = torch.load(work_dir / "checkpoints" / "iter_2" / "custom_checkpoint_0.pkl", weights_only=False)
+    schedule = torch.load(work_dir / "checkpoints" / "iter_2" / "segaccel_custom_0.pkl", weights_only=True)
     assert schedule == {"last_iter": 2}
     val = read_scalars(work_dir, "val")
     assert [r["iter"] for r in val] == [1, 2]
