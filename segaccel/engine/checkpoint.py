@@ -2,7 +2,7 @@
 
 Every process writes its part of `accelerator.save_state` into a temporary folder
 (`.segaccel-tmp-iter_<N>`, marked as segaccel's: `engine.atomic`); the main process then writes the
-registered states (`custom_checkpoint_<i>.pkl`: the LR schedule, the stream position) and, last,
+registered states (`segaccel_custom_<i>.pkl`: the LR schedule, the stream position) and, last,
 `segaccel_state.json`, and renames the folder into place. A folder named `iter_<N>` therefore always
 holds a complete checkpoint; a leftover temporary folder of an interrupted write is never loaded and
 is cleaned up by the next save (only segaccel's own: a user's `.tmp_x` is left alone). A write that
@@ -67,7 +67,7 @@ def save_checkpoint(
 
     Every process must call it (Accelerate's `save_state` and the `state_dict()` of a registered
     stream position are collective). `custom_objects` (objects with `state_dict`/`load_state_dict`)
-    are saved as `custom_checkpoint_<i>.pkl` by the main process. `extra_state` (JSON-able: best
+    are saved as `segaccel_custom_<i>.pkl` by the main process. `extra_state` (JSON-able: best
     metric, config, ...) is written by the main process with the iteration as `segaccel_state.json`,
     last, so a folder without it is incomplete. With `max_keep > 0` only the newest `max_keep`
     `iter_*` folders are kept (and any folder named in `keep`). Returns the final path.

@@ -3,7 +3,7 @@
 A checkpoint folder (`WORK_DIR/checkpoints/iter_<N>/`) may have been copied, downloaded or edited
 since it was written, so `--resume` trusts none of its files:
 
-- every pickle in it (`optimizer.bin`, `random_states_<rank>.pkl`, `custom_checkpoint_<i>.pkl`,
+- every pickle in it (`optimizer.bin`, `random_states_<rank>.pkl`, `segaccel_custom_<i>.pkl`,
   `scaler.pt`, any other `.pkl`/`.bin`/`.pt`/`.pth`/`.ckpt`) is first read by the restricted
   reader used for outside weights (`segaccel.convert.safe_pickle.restricted_load`: tensors,
   containers, plain values and plain numpy arrays; nothing in the file is imported or called),
@@ -117,7 +117,7 @@ def check_checkpoint_files(
     """Check every pickle in checkpoint folder `path` (and its sub-folders) before anything is loaded.
 
     Files this process needs must be present: `model.safetensors`, `optimizer.bin`, its
-    `random_states_<rank>.pkl`, `custom_checkpoint_<i>.pkl` for each of `num_custom` registered
+    `random_states_<rank>.pkl`, `segaccel_custom_<i>.pkl` for each of `num_custom` registered
     states, and `scaler.pt` with `needs_scaler`. Returns the restricted reads by file name (the RNG
     states and custom states are restored from them).
     """
