@@ -173,6 +173,8 @@ def training_banner(
         "parameters": f"{n_params / 1e6:.2f} M ({n_train / 1e6:.2f} M trainable)",
         "seed": seed,
     }
+    if license := getattr(getattr(model, "backbone", None), "weights_license", None):
+        lines["weights licence"] = f"{license} (the backbone's weights; exported models and cards carry it)"
     if context.clip_grad:
         lines["clip grad"] = context.clip_grad
     if context.skip_nonfinite:

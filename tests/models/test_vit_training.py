@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -146,4 +147,8 @@ def test_frozen_backbone_stays_bit_identical_while_the_head_trains(
         assert sum(k.endswith("running_mean") for k in after) == 20  # every BatchNorm of the trunk
     head = model.decode_head
     assert not torch.equal(head.conv_seg.weight, torch.zeros_like(head.conv_seg.weight))
+    # the banner names the weights' licence (a local file: timm's record for the architecture's weights)
+    expected = "fair-noncommercial-research-license" if "dinov3" in backbone["model_name"] else "apache-2.0"
+    log = (tmp_path / "run" / "logs" / "train.log").read_text()
+    assert re.search(rf"weights licence +: {expected} \(the backbone's weights", log)
     assert head.bn.num_batches_tracked.item() == 6  # the head did train, six steps
