@@ -73,6 +73,9 @@ def test_config_builds_computes_losses_and_predicts(name):
     if model_cfg["backbone"]["type"] == "TimmBackbone" and not HAS_TIMM:
         pytest.skip("timm (the segaccel[timm] extra) is not installed")
     model_cfg["backbone"]["pretrained"] = None  # never download in tests
+    # training batches are padded to the crop size (data_preprocessor.size, tested in
+    # tests/models/test_data_preprocessor.py); these small random batches skip that, for CPU time
+    model_cfg["data_preprocessor"].pop("size", None)
     torch.manual_seed(0)
     model = MODELS.build(model_cfg, key="model")
     num_classes = model.num_classes
@@ -138,10 +141,10 @@ def test_resnet_configs_use_the_80k_sgd_schedule(name):
     assert cfg["param_scheduler"] == [
         {"type": "PolyLR", "eta_min": 1e-4, "power": 0.9, "begin": 0, "end": 80000}
     ]
-    assert (
-        cfg["model"]["backbone"]["model_name"] == "resnet50c"
-        and cfg["model"]["backbone"]["output_stride"] == 8
-    )
+    backbone = cfg["model"]["backbone"]  # MMSegmentation's ResNetV1c, output stride 8
+    assert backbone["type"] == "ResNetV1c" and backbone["depth"] == 50 and backbone["contract_dilation"]
+    assert backbone["strides"] == [1, 2, 1, 1] and backbone["dilations"] == [1, 1, 2, 4]
+    assert cfg["model"]["data_preprocessor"]["size"] == [512, 1024]  # the crop size, as MMSegmentation
 
 
 def test_get_flops_prints_parameters_and_flops(capsys):

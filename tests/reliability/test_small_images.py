@@ -1,9 +1,9 @@
 """Tiny images through whole and slide inference: a prediction at `ori_shape`, never PyTorch's own error.
 
 The models are the repository's real configs (SegFormer MiT-B0 layout, PSPNet, DeepLabV3+, FCN with a
-dilated ResNet-V1c), scaled down to tiny widths. `size_divisor: 32` (as configured) pads every image to at
-least 32x32 already; without it (as in a model converted from transformers) a 20x20 image reaches MiT as it
-is, and MiT's first spatial-reduction conv (8x8, stride 8) needs a stage-1 map of at least 8x8, i.e.
+dilated ResNet-V1c), scaled down to tiny widths. `size_divisor: 32` pads training batches only; at test
+time (as in MMSegmentation, and with or without it) a 20x20 image reaches MiT as it is, and MiT's first
+spatial-reduction conv (8x8, stride 8) needs a stage-1 map of at least 8x8, i.e.
 `(H - 1) // 4 + 1 >= 8`, an input of at least 29 pixels a side: before the fix that raised "Kernel size
 can't be greater than actual input size". Slide windows smaller than `crop_size` are padded up to it with
 the preprocessor's `pad_val`; whole inference pads only what the network cannot take, to
@@ -31,7 +31,8 @@ CROP, STRIDE = (32, 32), (24, 24)
 SLIDE = {"mode": "slide", "crop_size": list(CROP), "stride": list(STRIDE)}
 TINY_RESNET = [
     "model.backbone.pretrained=null",
-    "model.backbone.model_kwargs={layers: [1, 1, 1, 1], channels: [4, 8, 16, 32], stem_width: 8}",
+    "model.backbone.base_channels=4",  # MMSegmentation's ResNetV1c-50, 4 to 32 (x4) channels
+    "model.backbone.stem_channels=8",
     "model.decode_head.in_channels=128",
     "model.decode_head.channels=16",
     "model.auxiliary_head.in_channels=64",
