@@ -2,8 +2,10 @@
 
 They all accept the same sources:
 
-- a weights file: `.safetensors`, or a pickle (`.bin`, `.pth`, `.pt`, ...) read with
-  `torch.load(weights_only=True)`, a checkpoint's `state_dict` unwrapped (MMSegmentation, mmengine);
+- a weights file: `.safetensors`, or a pickle (`.bin`, `.pth`, `.pt`, ...) read by the restricted
+  reader (`segaccel.convert.restricted_load`: nothing in the file runs; objects other than tensors and
+  plain data become inert placeholders), a checkpoint's `state_dict` unwrapped (MMSegmentation 1.x
+  files with mmengine's message hub and 0.x files, mmengine);
 - a model folder: its `model.safetensors`, else its `pytorch_model.bin`;
 - a Hub model id `org/name`, or `org/name@revision`: the same two files, downloaded or read from the
   Hugging Face cache (`HF_HUB_OFFLINE`, `HF_TOKEN` and the cache settings apply).
@@ -169,7 +171,7 @@ _UNREAD = object()
 
 
 def read_checkpoint(source: WeightsSource, config: Any = _UNREAD, **hub_kwargs: Any) -> Checkpoint:
-    """Find, read and convert the weights of `source` (safetensors, or pickles with `weights_only=True`).
+    """Find, read and convert the weights of `source` (safetensors, or pickles by the restricted reader).
 
     `config` is the `config.json` beside the weights when the caller has read it already (None: there
     is none); otherwise it is read here. `checkpoint_formats.format_of` says what wrote the weights.

@@ -21,8 +21,12 @@ import pytest
 import torch
 from PIL import Image
 
+from segaccel.convert import load_mmseg_checkpoint
+from segaccel.convert.mmseg_zoo import zoo_config
 from segaccel.inference import inference_model
 from segaccel.models import Segmentor
+from segaccel.models.weights import load_pretrained_weights
+from segaccel.registry import MODELS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "mmseg"
@@ -91,3 +95,16 @@ def test_mmseg_checkpoints_convert_load_strictly_and_predict_as_mmsegmentation(f
     pred = sample.pred_sem_seg.data[0].numpy()
     assert pred.shape == reference["pred"].shape
     assert (pred == reference["pred"]).mean() >= 0.999
+
+
+def test_load_from_reads_a_1x_training_checkpoint():
+    """`load_from:` and `--checkpoint` (the weights door) read a real 1.x Runner file with the same reader."""
+    path = FIXTURES / "upernet_swin-t" / "checkpoint_1x.pth"
+    checkpoint = load_mmseg_checkpoint(path)
+    cfg, notes = zoo_config(checkpoint)  # the config the file carries (meta.cfg)
+    assert notes[0] == "config: the one saved in the checkpoint (meta.cfg)"
+    torch.manual_seed(0)
+    model = MODELS.build(cfg["model"], key="model")
+    assert load_pretrained_weights(model, path, strict=True) == str(path)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in checkpoint["state_dict"].items())
