@@ -5,7 +5,8 @@
     python scripts/get_flops.py CONFIG --shape 512 1024
 
 FLOPs are counted by `torch.utils.flop_counter` over one forward in `tensor` mode (backbone, neck and
-decode head; no auxiliary head, no final resize) on a `(1, 3, H, W)` input; the input size defaults
+decode head; no auxiliary head, no final resize) on a `(1, 3, H, W)` input, attention on the CPU
+included (`segaccel.benchmark.flops`); the input size defaults
 to the crop size in the config's file name (`..._ade20k-512x512.yaml` → 512x512). One multiply-add
 counts as 2 FLOPs here; MMSegmentation (fvcore/mmengine) reports multiply-adds, printed as GMACs.
 Backbone weights are never downloaded (`pretrained` is dropped).
@@ -20,9 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
+from segaccel.benchmark.flops import forward_flops  # noqa: E402
 from segaccel.config import load_config, merge  # noqa: E402
 
 
@@ -76,9 +75,7 @@ def count(config: str, shape: tuple[int, int] | None = None, overrides: list[str
     params = sum(p.numel() for p in model.parameters())
     backbone_params = sum(p.numel() for p in model.backbone.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, h, w), mode="tensor")
-    flops = counter.get_total_flops()
+    flops = forward_flops(model, (h, w))
     return {
         "config": config,
         "input": f"1x3x{h}x{w}",
