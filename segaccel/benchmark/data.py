@@ -14,6 +14,10 @@ process's CPU time (`time.process_time`), which other programs on a shared machi
 with one thread it is what the steps cost on a core of their own. The samples/s table is wall-clock,
 plus the CPU-time rate of the main process when it loads alone (`num_workers` 0).
 
+With `on_device: true` transforms in the pipeline (`--cfg-options
+train_dataloader.dataset.pipeline.3.on_device=true`), the table also times their `batch_augments`
+step in the data preprocessor on `--device`, per sample, batches of `--batch-size`.
+
 `--fake N` replaces the config's source by a folder of N generated JPEG/PNG pairs shaped like it (the
 same columns, raw label values as the source stores them, so reduce_zero_label / label_map do their
 work): smooth colour fields with noise, like photos, with masks of irregular regions. Without
@@ -43,6 +47,7 @@ from segaccel.data import SegDataset, dataset_from_config, seg_collate
 from segaccel.data.decode import decode_image, decode_mask
 from segaccel.data.loader import worker_init_fn
 from segaccel.data.samplers import InfiniteSampler
+from segaccel.models.batch_augments import apply_batch_augments, has_batch_augments
 
 ADE20K_SIZES = ((384, 512), (512, 683))  # (h range, w range) of the generated images
 
@@ -64,6 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=1, help="torch and OpenCV threads of the main process (default 1)"
     )
     parser.add_argument("--no-breakdown", action="store_true", help="skip the per-step table")
+    parser.add_argument(
+        "--device", default=None, help="where batch_augments run (default: cuda when available, else cpu)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object (after the tables)")
     parser.add_argument(
         "--cfg-options", nargs="*", default=[], metavar="key=value", help="dotted config overrides"
@@ -165,10 +173,10 @@ def measure(dataset: Any, batch_size: int, num_workers: int, samples: int, seed:
 def step_breakdown(dataset: SegDataset, samples: int, epoch: int = 0) -> dict[str, float]:
     """Mean ms per sample of each step of `dataset[(epoch, i)]` for the first `samples` indices (cycled).
 
-    Steps: `read row` (the Arrow row, images undecoded), `decode image`, `decode label` (each timed
-    on its own), `labels (map, check)` (the rest of building the results dict), then one entry per
-    transform (by class name, numbered when repeated), each run with the sample's own generator.
-    Times are CPU time of this process.
+    Steps: `read row` (the Arrow row, images undecoded), `decode image`, `decode label`, `labels (map,
+    check)` (reduce_zero_label / label_map and the class check), then one entry per transform (by
+    class name, numbered when repeated), each run with the sample's own generator. Times are CPU
+    time of this process.
     """
     clock = time.process_time
     totals: dict[str, float] = defaultdict(float)
@@ -183,21 +191,49 @@ def step_breakdown(dataset: SegDataset, samples: int, epoch: int = 0) -> dict[st
         after_read = clock()
         decode_image(row[dataset.image_column])
         after_image = clock()
-        if dataset.label_column is not None:
-            decode_mask(row[dataset.label_column])
-        after_label = clock()
-        results = dataset.row_results(row, index, str(index))
-        after_results = clock()
         totals["read row"] += after_read - start
         totals["decode image"] += after_image - after_read
-        totals["decode label"] += after_label - after_image
-        totals["labels (map, check)"] += (after_results - after_label) - (after_label - after_read)
+        if dataset.label_column is not None:
+            raw = decode_mask(row[dataset.label_column])
+            after_label = clock()
+            dataset.map_and_check_labels(raw, index)
+            totals["decode label"] += after_label - after_image
+            totals["labels (map, check)"] += clock() - after_label
+        results = dataset.row_results(row, index, str(index))  # the same work again, untimed
         rng = np.random.default_rng([dataset.seed, epoch, index])
         for name, t in zip(names, dataset.pipeline.transforms):
             start = clock()
             results = t(results, rng=rng)
             totals[name] += clock() - start
     return {name: 1000 * total / samples for name, total in totals.items()}
+
+
+def batch_augment_ms(
+    dataset: SegDataset, batch_size: int, samples: int, device: torch.device
+) -> float | None:
+    """Mean ms per sample of the data preprocessor's `batch_augments` step on `device` (None: nothing left).
+
+    Times `apply_batch_augments` on collated batches of the first `samples` samples, synchronising the
+    device; on a CPU device it is CPU time.
+    """
+    batches = [
+        seg_collate([dataset[(0, i % len(dataset))] for i in range(k, k + batch_size)])
+        for k in range(0, samples, batch_size)
+    ]
+    if not any(has_batch_augments(b["data_samples"]) for b in batches):
+        return None
+    apply_batch_augments(batches[0]["inputs"], batches[0]["data_samples"], device)  # warm-up
+    cpu = device.type == "cpu"
+    total = 0.0
+    for batch in batches:
+        if not cpu:
+            torch.cuda.synchronize(device)
+        start = time.process_time() if cpu else time.perf_counter()
+        apply_batch_augments(batch["inputs"], batch["data_samples"], device)
+        if not cpu:
+            torch.cuda.synchronize(device)
+        total += (time.process_time() if cpu else time.perf_counter()) - start
+    return 1000 * total / (len(batches) * batch_size)
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -236,6 +272,13 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         breakdown = step_breakdown(dataset, args.samples)
         table = [{"step": name, "cpu_ms_per_sample": round(ms, 2)} for name, ms in breakdown.items()]
         table.append({"step": "total", "cpu_ms_per_sample": round(sum(breakdown.values()), 2)})
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        on_device = batch_augment_ms(dataset, batch_size, args.samples, device)
+        if on_device is not None:
+            kind = "CPU" if device.type == "cpu" else "wall"
+            step = f"(then batch_augments on {device.type}, {kind} ms)"
+            table.append({"step": step, "cpu_ms_per_sample": round(on_device, 2)})
+            breakdown[f"batch_augments ({device.type})"] = on_device
         print(format_table(table))
     rows = []
     for workers in args.num_workers:

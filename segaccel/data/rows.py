@@ -201,7 +201,7 @@ class SampleReader:
                     f"{self._where(index)}: image size (h, w) = {img.shape[:2]} but mask size = {gt.shape}; "
                     f"image and mask must have the same size{_sideways_hint(orientation, img, gt)}"
                 )
-            gt = self._map_labels(gt, index)
+            gt = self.map_and_check_labels(gt, index)
         return init_results(
             img,
             gt_seg_map=gt,
@@ -244,7 +244,7 @@ class SampleReader:
             )
         return arr
 
-    def _map_labels(self, gt: np.ndarray, index: int | str) -> np.ndarray:
+    def map_and_check_labels(self, gt: np.ndarray, index: int | str) -> np.ndarray:
         """`reduce_zero_label` and `label_map` applied, labels checked against `num_classes`.
 
         A uint8 mask (the usual PNG) takes one look-up pass (`cv2.LUT`, skipped when nothing maps),
