@@ -122,7 +122,7 @@ def unique_output_names(paths: Sequence[str | None]) -> list[str]:
 
 
 def _relative_stem(path: str, root: str) -> str:
-    rel = os.path.splitext(os.path.relpath(path, root))[0]
+    rel = os.path.splitext(os.path.relpath(path, root or "."))[0]
     parts = [part for part in rel.replace(os.sep, "/").split("/") if part not in ("", ".", "..")]
     return "/".join(parts) or Path(path).stem
 
