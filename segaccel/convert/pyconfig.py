@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import operator
 import os
 import re
 from pathlib import Path
@@ -29,75 +28,12 @@ from typing import Any
 
 from segaccel.registry import ConfigError
 
-DELETE_KEY = "_delete_"
+from .pyconfig_rules import AUG_OPS, BINOPS, BUILTINS, COMPARE, DELETE_KEY, METHODS, UNARY, merge_into
+
 BASE_KEY = "_base_"
 _QUOTED_BASE_REF = re.compile(r"""(['"])\{\{\s*_base_\.([\w.]+)\s*\}\}\1""")
 _BASE_REF = re.compile(r"\{\{\s*_base_\.([\w.]+)\s*\}\}")
 _OPENMMLAB_PACKAGES = ("mmseg", "mmengine", "mmpretrain", "mmcv", "mmdet", "torch")
-
-_BINOPS = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-}
-_AUG_OPS = {  # in place, as Python does (`a = b = []; a += [1]` changes b too)
-    ast.Add: operator.iadd,
-    ast.Sub: operator.isub,
-    ast.Mult: operator.imul,
-    ast.Div: operator.itruediv,
-    ast.FloorDiv: operator.ifloordiv,
-    ast.Mod: operator.imod,
-    ast.Pow: operator.ipow,
-}
-_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
-_COMPARE = {
-    ast.Eq: operator.eq,
-    ast.NotEq: operator.ne,
-    ast.Lt: operator.lt,
-    ast.LtE: operator.le,
-    ast.Gt: operator.gt,
-    ast.GtE: operator.ge,
-    ast.In: lambda a, b: a in b,
-    ast.NotIn: lambda a, b: a not in b,
-    ast.Is: operator.is_,
-    ast.IsNot: operator.is_not,
-}
-_BUILTINS: dict[str, Any] = {
-    "dict": dict,
-    "list": list,
-    "tuple": tuple,
-    "set": set,
-    "int": int,
-    "float": float,
-    "str": str,
-    "bool": bool,
-    "len": len,
-    "min": min,
-    "max": max,
-    "abs": abs,
-    "round": round,
-    "sum": sum,
-    "sorted": sorted,
-    "range": range,
-    "zip": zip,
-    "enumerate": enumerate,
-    "reversed": reversed,
-    "deepcopy": copy.deepcopy,
-    "True": True,
-    "False": False,
-    "None": None,
-}
-_METHODS = {
-    dict: ("update", "copy", "get", "keys", "values", "items", "pop", "setdefault"),
-    list: ("append", "extend", "insert", "pop", "copy", "index", "count"),
-    tuple: ("index", "count"),
-    str: ("format", "join", "replace", "split", "strip", "lower", "upper", "startswith", "endswith"),
-}
-
 
 class _Module:
     """An imported module (`import copy`): only `copy.deepcopy` and `copy.copy` are usable."""
@@ -193,7 +129,7 @@ class _Reader:
         elif isinstance(node, ast.AnnAssign) and node.value is not None:
             self._assign(node.target, self._eval(node.value))
         elif isinstance(node, ast.AugAssign):
-            op = _AUG_OPS.get(type(node.op))
+            op = AUG_OPS.get(type(node.op))
             if op is None:
                 self._fail(node, f"operator {type(node.op).__name__} is not supported")
             current = self._eval(_as_load(node.target))
@@ -302,8 +238,8 @@ class _Reader:
         for table in (scope, self.env):
             if node.id in table:
                 return table[node.id]
-        if node.id in _BUILTINS:
-            return _BUILTINS[node.id]
+        if node.id in BUILTINS:
+            return BUILTINS[node.id]
         if node.id in self.base:
             self._fail(node, f"{node.id!r} is a variable of the _base_ files; write {{{{_base_.{node.id}}}}}")
         self._fail(node, f"name {node.id!r} is not defined")
@@ -333,7 +269,7 @@ class _Reader:
         return out
 
     def _eval_BinOp(self, node: ast.BinOp, scope: dict[str, Any]) -> Any:
-        op = _BINOPS.get(type(node.op))
+        op = BINOPS.get(type(node.op))
         if op is None:
             self._fail(node, f"operator {type(node.op).__name__} is not supported")
         return self._binop(op, self._eval(node.left, scope), self._eval(node.right, scope), node)
@@ -345,7 +281,7 @@ class _Reader:
             self._fail(node, str(exc))
 
     def _eval_UnaryOp(self, node: ast.UnaryOp, scope: dict[str, Any]) -> Any:
-        op = _UNARY.get(type(node.op))
+        op = UNARY.get(type(node.op))
         if op is None:
             self._fail(node, f"operator {type(node.op).__name__} is not supported")
         return op(self._eval(node.operand, scope))
@@ -362,7 +298,7 @@ class _Reader:
         left = self._eval(node.left, scope)
         for op, comparator in zip(node.ops, node.comparators):
             right = self._eval(comparator, scope)
-            if not _COMPARE[type(op)](left, right):
+            if not COMPARE[type(op)](left, right):
                 return False
             left = right
         return True
@@ -395,7 +331,7 @@ class _Reader:
             if owner.name.split(".")[0] in _OPENMMLAB_PACKAGES:
                 return _TypeName(node.attr)
             self._fail(node, f"{owner.name}.{node.attr} cannot be used (nothing is imported)")
-        allowed = next((names for kind, names in _METHODS.items() if isinstance(owner, kind)), ())
+        allowed = next((names for kind, names in METHODS.items() if isinstance(owner, kind)), ())
         if node.attr not in allowed:
             self._fail(node, f"{type(owner).__name__}.{node.attr} is not supported")
         return getattr(owner, node.attr)
@@ -404,7 +340,7 @@ class _Reader:
         func = self._eval(node.func, scope)
         if isinstance(func, _TypeName):
             self._fail(node, f"calling {func} is not supported")
-        pure = func in _BUILTINS.values() or func in (copy.copy,) or _is_bound_method(func)
+        pure = func in BUILTINS.values() or func in (copy.copy,) or _is_bound_method(func)
         if not pure or isinstance(func, _Module):
             self._fail(node, f"calling {ast.unparse(node.func)} is not supported in a config")
         args: list = []
@@ -477,7 +413,7 @@ class _Reader:
 def _is_bound_method(func: Any) -> bool:
     owner = getattr(func, "__self__", None)
     return owner is not None and any(
-        isinstance(owner, kind) and func.__name__ in names for kind, names in _METHODS.items()
+        isinstance(owner, kind) and func.__name__ in names for kind, names in METHODS.items()
     )
 
 
@@ -491,30 +427,6 @@ def _as_load(target: ast.expr) -> ast.expr:
     node = copy.copy(target)
     node.ctx = ast.Load()
     return node
-
-
-def merge_into(update: dict[str, Any], base: dict[str, Any], where: str = "config") -> dict[str, Any]:
-    """mmengine's `_merge_a_into_b`: `update` merged into `base` (modified and returned).
-
-    Dicts merge key by key unless the update holds `_delete_=True` (then it replaces); any other value
-    replaces. A dict may not update a non-dict value (mmengine refuses too) without `_delete_`.
-    """
-    for key, value in update.items():
-        if isinstance(value, dict):
-            value = dict(value)
-            delete = value.pop(DELETE_KEY, False)
-            if key in base and not delete:
-                if not isinstance(base[key], dict):
-                    raise ConfigError(
-                        f"{where}: {key}={value!r} is a dict but the _base_ value is a "
-                        f"{type(base[key]).__name__}; add _delete_=True to replace it"
-                    )
-                base[key] = merge_into(value, base[key], where)
-            else:
-                base[key] = value
-        else:
-            base[key] = value
-    return base
 
 
 def _drop_delete_keys(value: Any) -> Any:
