@@ -8,6 +8,9 @@ torch pickle without running anything from it (other objects become inert `Pickl
 
 from .files import read_state_dict
 from .mmseg import convert_mmseg_state_dict, load_mmseg_checkpoint
+from .mmseg_config import convert_mmseg_config
+from .mmseg_zoo import zoo_config
+from .pyconfig import read_mmseg_config
 from .safe_pickle import PickledObject, is_placeholder, placeholder_names, restricted_load
 from .segformer import (
     is_transformers_segformer,
@@ -24,14 +27,17 @@ __all__ = [
     "is_placeholder",
     "placeholder_names",
     "restricted_load",
+    "convert_mmseg_config",
     "convert_mmseg_state_dict",
     "is_transformers_segformer",
     "load_mmseg_checkpoint",
     "mit_config_from_transformers",
     "mit_state_dict_from_transformers",
+    "read_mmseg_config",
     "read_state_dict",
     "segformer_config_from_transformers",
     "segformer_config_to_transformers",
     "segformer_state_dict_from_transformers",
     "segformer_state_dict_to_transformers",
+    "zoo_config",
 ]
