@@ -8,6 +8,7 @@ test that finds no marker shows the payload was refused, not that it was harmles
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shlex
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "engine"))
@@ -77,3 +79,22 @@ def train(config: Path, work_dir: Path, *args: str, timeout: float = 300) -> sub
 def copy_run(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst, symlinks=True)
     return dst
+
+
+def tiny_training_config(tmp_path, **top):
+    """A training config of the tiny model on a tiny synthetic set (keys of `top` added)."""
+    model = {"type": "Segmentor", **json.loads(json.dumps(TINY_SEGFORMER))}
+    data = {
+        "batch_size": 1,
+        "num_workers": 0,
+        "dataset": {
+            "path": "segaccel/synthetic",
+            "synthetic": {"num_train": 2, "num_val": 2, "image_size": [32, 48], "seed": 1},
+            "split": "validation",
+            "pipeline": [{"type": "PackSegInputs"}],
+        },
+    }
+    cfg = {"model": model, "test_dataloader": data, "test_evaluator": {"type": "IoUMetric"}, **top}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path

@@ -10,13 +10,11 @@ run). The marker must never appear.
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import pytest
 import torch
-import yaml
-from security_helpers import TINY_SEGFORMER, Payload, tiny_segformer, write_payload
+from security_helpers import Payload, tiny_segformer, tiny_training_config, write_payload
 
 from segaccel.config import load_config
 from segaccel.convert import load_mmseg_checkpoint
@@ -39,25 +37,6 @@ def model_folder(saved, tmp_path, weights: str, marker, form="torch"):
     (folder / "model.safetensors").unlink()
     write_payload(folder / weights, marker, form)
     return folder
-
-
-def tiny_training_config(tmp_path, **top):
-    """A training config of the tiny model on a tiny synthetic set (keys of `top` added)."""
-    model = {"type": "Segmentor", **json.loads(json.dumps(TINY_SEGFORMER))}
-    data = {
-        "batch_size": 1,
-        "num_workers": 0,
-        "dataset": {
-            "path": "segaccel/synthetic",
-            "synthetic": {"num_train": 2, "num_val": 2, "image_size": [32, 48], "seed": 1},
-            "split": "validation",
-            "pipeline": [{"type": "PackSegInputs"}],
-        },
-    }
-    cfg = {"model": model, "test_dataloader": data, "test_evaluator": {"type": "IoUMetric"}, **top}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 @pytest.mark.parametrize("form", ["torch", "pickle"])
