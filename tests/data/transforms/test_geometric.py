@@ -140,11 +140,26 @@ def test_random_crop_cat_max_ratio():
 
     capped = RandomCrop((40, 40), cat_max_ratio=0.75)
     assert balanced_crops(RandomCrop((40, 40))) < 30 and balanced_crops(capped) >= 55
-    # ignore_index pixels do not count as a class: a mask of 0 and 255 never qualifies, a crop is still made
-    sample = stripes()
-    sample["gt_seg_map"] = np.where(sample["gt_seg_map"] == 1, 255, 0).astype(np.uint8)
-    r = capped(sample, rng=np.random.default_rng(0))
-    assert r["img_shape"] == (40, 40)
+
+    # ignore_index pixels do not count as a class: on a mask of 255 | 0 halves no window qualifies (one
+    # class), so all 10 tries fail and the crop is the 11th window drawn. Counting 255 as a class would
+    # accept an earlier mixed window instead. The image holds each pixel's column, so the crop says
+    # which window was taken.
+    def crop_of_ignored_half(ignore_index: int) -> tuple[dict, int]:
+        sample = stripes()
+        sample["gt_seg_map"] = np.where(sample["gt_seg_map"] == 1, 255, 0).astype(np.uint8)
+        sample["img"][:] = np.arange(100, dtype=np.uint8)[None, :, None]
+        crop = RandomCrop((40, 40), cat_max_ratio=0.75, ignore_index=ignore_index)
+        r = crop(sample, rng=np.random.default_rng(0))
+        return r, int(r["img"][0, 0, 0])
+
+    draws = np.random.default_rng(0)
+    windows = [capped._random_bbox((40, 100), draws) for _ in range(11)]
+    r, x0 = crop_of_ignored_half(255)
+    assert r["img_shape"] == (40, 40) and x0 == windows[10][2]
+    assert np.array_equal(r["gt_seg_map"], np.where(np.arange(x0, x0 + 40) < 50, 255, 0)[None].repeat(40, 0))
+    _, x0_if_counted = crop_of_ignored_half(-1)  # 255 counted as a class: an earlier, mixed window
+    assert x0_if_counted != x0 and 20 < x0_if_counted < 40  # 255 on 25-75 % of it
 
 
 @pytest.mark.parametrize(
