@@ -94,6 +94,7 @@ def vit_feature_maps(
 
 
 def has_class_token(model: nn.Module) -> bool:
+    """Whether the ViT has a class token (the first prefix token when it does)."""
     return getattr(model, "cls_token", None) is not None
 
 
