@@ -47,6 +47,26 @@ PICKLE_SUFFIXES = (".pkl", ".bin", ".pt", ".pth", ".ckpt")
 _ZIP_MAGIC = b"PK\x03\x04"
 TRUSTED_GLOBALS: frozenset[str] = frozenset()
 """Globals (`module.qualname`) a checkpoint pickle may name beyond tensors and containers; none."""
+DCP_METADATA = ".metadata"
+_DCP_CLASSES = (
+    "metadata.Metadata",
+    "metadata.MetadataIndex",
+    "metadata.StorageMeta",
+    "metadata.TensorProperties",
+    "metadata.TensorStorageMetadata",
+    "metadata.BytesStorageMetadata",
+    "metadata.ChunkStorageMetadata",
+    "metadata._MEM_FORMAT_ENCODING",
+    "filesystem._StorageInfo",
+)
+_PATH_CLASSES = ("PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath", "Path")
+DCP_TRUSTED_GLOBALS = frozenset(
+    [f"torch.distributed.checkpoint.{name}" for name in _DCP_CLASSES]
+    + [f"pathlib.{name}" for name in _PATH_CLASSES]
+)
+"""A sharded (FSDP) state folder's `.metadata`, which torch.distributed.checkpoint unpickles itself, may
+name these dataclasses, enums and path classes (inert to build) and nothing else. Its `.distcp` data
+files are DCP's own layout, not pickles, and are left to it."""
 
 
 class CheckpointError(RuntimeError):
@@ -101,6 +121,8 @@ def read_checked_pickle(path: Path, checkpoint: Path | None = None) -> Any:
             f"not written by segaccel: {_advice(checkpoint)}"
         ) from exc
     names = sorted(placeholder_names(obj) - TRUSTED_GLOBALS)
+    if path.name == DCP_METADATA:
+        names = [n for n in names if n not in DCP_TRUSTED_GLOBALS]
     if names:
         shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         raise CheckpointError(
@@ -141,7 +163,7 @@ def check_checkpoint_files(
         )
     read: dict[str, Any] = {}
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        if file.name == STATE_FILE or file.suffix in (".safetensors", ".json"):
+        if file.name == STATE_FILE or file.suffix in (".safetensors", ".json", ".distcp"):
             continue
         if looks_like_pickle(file):
             read[str(file.relative_to(path))] = read_checked_pickle(file, path)

@@ -118,3 +118,26 @@ def test_the_training_script_refuses_the_payload(how, trained, tmp_path):
     refused = r"CheckpointError: .*segaccel_custom_0\.pkl: refused: the file asks to build or call (posix|nt)"
     assert re.search(refused, result.stderr), result.stderr[-3000:]
     assert not marker.exists()
+
+
+def test_a_sharded_state_folder_is_checked_too(tmp_path):
+    """torch.distributed.checkpoint (FSDP's sharded state) unpickles its `.metadata` itself: its own
+    dataclasses pass, a payload there is refused; its `.distcp` data files are its own layout."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    from segaccel.engine.checkpoint_files import check_checkpoint_files
+
+    ckpt = tmp_path / "iter_2"
+    model = torch.nn.Linear(3, 2)
+    with pytest.warns(UserWarning, match="single process"):
+        dcp.save({"model": model.state_dict()}, checkpoint_id=str(ckpt / "pytorch_model_fsdp_0"))
+    for name in ("model.safetensors", "optimizer.bin", "random_states_0.pkl"):
+        torch.save({}, ckpt / name)
+    read = check_checkpoint_files(ckpt, process_index=0, num_custom=0)
+    assert "pytorch_model_fsdp_0/.metadata" in read
+    marker = tmp_path / "MARKER"
+    write_payload(ckpt / "pytorch_model_fsdp_0" / ".metadata", marker, "pickle")
+    with pytest.raises(CheckpointError, match=r"pytorch_model_fsdp_0/\.metadata: refused: .*(posix|nt)"):
+        check_checkpoint_files(ckpt, process_index=0, num_custom=0)
+    assert not marker.exists()
