@@ -164,3 +164,11 @@ def test_a_bomb_in_a_base_file_or_an_override(tmp_path):
     (tmp_path / "ok.yaml").write_text("y: 1\n")
     with pytest.raises(ConfigError, match=r"override 'x=.*': nested deeper than 100 levels"):
         load_config(tmp_path / "ok.yaml", ["x=" + "[" * 200 + "]" * 200])
+
+
+def test_a_test_time_scale_factor_is_checked_before_the_resize_allocates():
+    """`scale_factor` sizes the output from the image: checked on the actual size, before resizing."""
+    model = tiny_segformer(test_pipeline=[{"type": "Resize", "scale_factor": 400.0}])
+    too_big = r"Resize: the resized image \(from 24x40\) is 9600x16000 .* over the limit"
+    with pytest.raises(ValueError, match=too_big):
+        inference_model(model, np.zeros((24, 40, 3), np.uint8))

@@ -26,6 +26,7 @@ from segaccel.data.transforms.functional import (
     scale_size,
 )
 from segaccel.data.transforms.loading import BATCH_AUGMENTS_KEY, Results
+from segaccel.limits import check_image_size
 
 PADDING_MODES = ("constant", "edge", "reflect", "symmetric")
 
@@ -35,6 +36,7 @@ def apply_resize(results: Results, scale: tuple[int, int], keep_ratio: bool, int
     img = results["img"]
     h, w = img.shape[:2]
     new_w, new_h = rescale_size((w, h), scale) if keep_ratio else scale
+    check_image_size(new_h, new_w, f"Resize: the resized image (from {h}x{w})")  # before allocating it
     results["img"] = resize_image(img, (new_h, new_w), interpolation)
     if results.get("gt_seg_map") is not None:
         results["gt_seg_map"] = resize_mask(results["gt_seg_map"], (new_h, new_w))
