@@ -48,7 +48,7 @@ from segaccel.engine.schedulers import build_lr_scheduler
 from segaccel.engine.signals import StopSignals
 from segaccel.models import Segmentor
 from segaccel.models.weights import load_weights
-from segaccel.registry import LOOPS, MODELS
+from segaccel.registry import LOOPS, MODELS, ConfigError
 from segaccel.visualization import get_palette
 
 
@@ -172,7 +172,10 @@ class Runner:
 
     def build_model(self, use_load_from: bool = True) -> Segmentor:
         """The config's model (SyncBN only where it works), with `load_from` weights if given."""
-        model = MODELS.build(self.model_config(), key="model")
+        try:
+            model = MODELS.build(self.model_config(), key="model")
+        except ConfigError as exc:  # name the config file too (the key is in the message)
+            raise ConfigError(f"{self.config_path}: {exc}") if self.config_path else exc from exc
         model = adapt_sync_batchnorm(model, self.accelerator)
         load_from = self.cfg.get("load_from")
         if load_from and use_load_from:

@@ -14,7 +14,7 @@ import shutil
 
 import numpy as np
 import pytest
-from security_helpers import TINY_SEGFORMER, tiny_segformer
+from security_helpers import TINY_CONFIG, TINY_SEGFORMER, tiny_segformer
 
 from segaccel import inference_model
 from segaccel.config import load_config
@@ -172,3 +172,14 @@ def test_a_test_time_scale_factor_is_checked_before_the_resize_allocates():
     too_big = r"Resize: the resized image \(from 24x40\) is 9600x16000 .* over the limit"
     with pytest.raises(ValueError, match=too_big):
         inference_model(model, np.zeros((24, 40, 3), np.uint8))
+
+
+def test_the_training_script_names_the_config_file_and_key(tmp_path):
+    from security_helpers import train
+
+    config = tmp_path / "huge.yaml"
+    config.write_text(TINY_CONFIG + "\n")
+    result = train(config, tmp_path / "run", "model.data_preprocessor.size=[40000,40000]")
+    assert result.returncode != 0
+    assert f"ConfigError: {config}: model.data_preprocessor.size is 40000x40000" in result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
