@@ -197,3 +197,14 @@ def test_convert_checkpoint_refuses_to_overwrite_without_force(tmp_path, script_
     assert (out / "notes.txt").read_text() == "mine\n"
     with pytest.raises(SystemExit, match=r"already holds config\.json, model\.safetensors, README\.md"):
         convert.main([str(tmp_path / "source"), str(out)])
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_predicting(tmp_path):
+    from segaccel.engine.test_outputs import OverlayWriter, PredictionWriter
+
+    (tmp_path / "preds").write_text("my file\n")
+    with pytest.raises(NotADirectoryError, match=r"--out-dir .*preds: exists and is not a folder"):
+        PredictionWriter(tmp_path / "preds")
+    with pytest.raises(NotADirectoryError, match=r"--show-dir .*preds: exists and is not a folder"):
+        OverlayWriter(tmp_path / "preds", palette=[[0, 0, 0]])
+    assert (tmp_path / "preds").read_text() == "my file\n"
