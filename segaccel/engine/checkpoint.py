@@ -36,6 +36,7 @@ from accelerate import Accelerator
 from segaccel.config import to_plain
 from segaccel.engine.atomic import clean_temporaries, replace_folder, temp_folder, write_json_atomically
 from segaccel.engine.checkpoint_files import (
+    MODEL_FILE,
     STATE_FILE,
     CheckpointError,
     check_checkpoint_files,
@@ -185,7 +186,7 @@ def restore_checkpoint(
     read = check_checkpoint_files(
         path, accelerator.process_index, len(custom_objects), needs_scaler=accelerator.scaler is not None
     )
-    if model is not None:
+    if model is not None and (path / MODEL_FILE).is_file():  # else sharded (FSDP/DeepSpeed) state
         check_model_file(path, accelerator.unwrap_model(model))
     accelerator.wait_for_everyone()
     try:

@@ -144,7 +144,9 @@ def check_checkpoint_files(
     states and custom states are restored from them).
     """
     path = Path(path)
-    required = [MODEL_FILE, OPTIMIZER_FILE, rng_file(process_index), *map(custom_file, range(num_custom))]
+    required = [rng_file(process_index), *map(custom_file, range(num_custom))]
+    if not sharded_state(path):  # FSDP/DeepSpeed keep the model and optimizer in their own folders
+        required[:0] = [MODEL_FILE, OPTIMIZER_FILE]
     if needs_scaler:
         required.append(SCALER_FILE)
     missing = [name for name in required if not (path / name).is_file()]
@@ -168,6 +170,13 @@ def check_checkpoint_files(
         if looks_like_pickle(file):
             read[str(file.relative_to(path))] = read_checked_pickle(file, path)
     return read
+
+
+def sharded_state(path: Path) -> bool:
+    """Whether a checkpoint keeps its model and optimizer in Accelerate's FSDP/DeepSpeed folders
+    (`pytorch_model_fsdp_0/`, `pytorch_model/`, ...) or files (`pytorch_model_fsdp.bin`) instead of
+    `model.safetensors` and `optimizer.bin`."""
+    return any(p.name.startswith("pytorch_model") for p in Path(path).iterdir() if p.name != MODEL_FILE)
 
 
 def restore_custom_states(objects: Sequence[Any], read: dict[str, Any], path: Path) -> None:
