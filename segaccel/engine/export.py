@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from segaccel.config import dump_config
-from segaccel.engine.atomic import write_files_atomically
+from segaccel.engine.atomic import clean_temporaries, write_files_atomically
 from segaccel.engine.logging import logger
 from segaccel.engine.test_outputs import METRICS_JSON, write_metrics_json
 from segaccel.model_card import folder_model_name, is_generated_card
@@ -72,7 +72,8 @@ def check_output_destinations(work_dir: str | os.PathLike, best_model: bool = Fa
     """Before training: the work dir, `checkpoints/`, `model/` (and `best_model/`) can be written.
 
     Each must be a folder or absent (and an export folder must not hold a folder where an export
-    writes a file), so a run fails in seconds, not at its end.
+    writes a file), so a run fails in seconds, not at its end. The temporary folders an interrupted
+    export left in the work dir (segaccel's own, `engine.atomic`) are removed.
     """
     work_dir = Path(work_dir)
     for folder in (work_dir, work_dir / "checkpoints"):
@@ -81,6 +82,7 @@ def check_output_destinations(work_dir: str | os.PathLike, best_model: bool = Fa
     check_export_destination(work_dir / "model")
     if best_model:
         check_export_destination(work_dir / "best_model")
+    clean_temporaries(work_dir)
 
 
 def check_export_destination(out_dir: str | os.PathLike) -> None:

@@ -208,3 +208,20 @@ def test_an_output_folder_that_is_a_file_is_refused_before_predicting(tmp_path):
     with pytest.raises(NotADirectoryError, match=r"--show-dir .*preds: exists and is not a folder"):
         OverlayWriter(tmp_path / "preds", palette=[[0, 0, 0]])
     assert (tmp_path / "preds").read_text() == "my file\n"
+
+
+def test_only_segaccels_own_temporaries_are_cleaned_up(tmp_path):
+    from segaccel.engine.atomic import MARKER
+    from segaccel.engine.export import check_output_destinations
+
+    ours, lookalike = tmp_path / ".segaccel-tmp-model", tmp_path / ".segaccel-tmp-best_model"
+    for folder in (ours, lookalike, tmp_path / ".tmp_model"):
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+    (ours / MARKER).touch()  # left by an interrupted export
+    check_output_destinations(tmp_path, best_model=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".segaccel-tmp-best_model", ".tmp_model"]
+    # a folder of the user's under a temporary's name is never deleted: the export says so instead
+    with pytest.raises(FileExistsError, match=r"segaccel-tmp-best_model exists and was not made by segaccel"):
+        export_model_folder(tmp_path / "best_model", tiny_segformer(), {"model": {}})
+    assert (lookalike / "config.json").read_text() == "{}"
