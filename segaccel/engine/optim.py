@@ -7,6 +7,8 @@ optim_wrapper:
     custom_keys: {pos_block: {decay_mult: 0.0}, norm: {decay_mult: 0.0}, head: {lr_mult: 10.0}}
     norm_decay_mult: 0.0      # optional: no decay on every normalisation layer
     bias_decay_mult: 0.0      # optional: no decay on biases
+    split_backbone: true      # optional: backbone and other parameters in separate groups, marked
+                              # `backbone: true/false` (for per-group schedules: TwoStageWarmupPolyLR)
   clip_grad: {max_norm: 1.0}  # optional
   accumulative_counts: 1
 ```
@@ -88,31 +90,36 @@ def build_optimizer(model: nn.Module, optim_wrapper: dict[str, Any]) -> torch.op
     if lr is None:
         raise ValueError("optim_wrapper.optimizer: missing `lr`")
     weight_decay = opt_cfg.get("weight_decay", 0.0)
-    mults = param_multipliers(model, optim_wrapper.get("paramwise_cfg"))
+    paramwise_cfg = dict(optim_wrapper.get("paramwise_cfg") or {})
+    split_backbone = bool(paramwise_cfg.pop("split_backbone", False))
+    mults = param_multipliers(model, paramwise_cfg)
     params = dict(model.named_parameters())
 
-    groups: dict[tuple[float, float], list[str]] = {}
+    groups: dict[tuple, list[str]] = {}
     for name, key in mults.items():
+        if split_backbone:
+            key = (*key, name.startswith("backbone."))
         groups.setdefault(key, []).append(name)
     param_groups = [
         {
             "params": [params[name] for name in names],
-            "lr": lr * lr_mult,
-            "weight_decay": weight_decay * decay_mult,
-            "lr_mult": lr_mult,
-            "decay_mult": decay_mult,
+            "lr": lr * key[0],
+            "weight_decay": weight_decay * key[1],
+            "lr_mult": key[0],
+            "decay_mult": key[1],
+            **({"backbone": key[2]} if split_backbone else {}),
         }
-        for (lr_mult, decay_mult), names in groups.items()
+        for key, names in groups.items()
     ]
     optimizer = OPTIMIZERS.build(opt_cfg, key="optim_wrapper.optimizer", params=param_groups)
-    logger.info(describe_param_groups(model, optim_wrapper.get("paramwise_cfg"), groups, lr, weight_decay))
+    logger.info(describe_param_groups(model, paramwise_cfg, groups, lr, weight_decay))
     return optimizer
 
 
 def describe_param_groups(
     model: nn.Module,
     paramwise_cfg: dict[str, Any] | None,
-    groups: dict[tuple[float, float], list[str]],
+    groups: dict[tuple, list[str]],
     lr: float,
     weight_decay: float,
 ) -> str:
@@ -124,11 +131,14 @@ def describe_param_groups(
         ids = layer_ids(model, paramwise_cfg["num_layers"], paramwise_cfg.get("decay_type", "layer_wise"))
     params = dict(model.named_parameters())
     rows = []
-    for (lr_mult, decay_mult), names in groups.items():
+    for key, names in groups.items():
+        lr_mult, decay_mult = key[:2]
         if ids:
             label = f"layer_{ids[names[0]]}_{'decay' if decay_mult else 'no_decay'}"
         else:
             label = f"lr_mult {lr_mult:g}, decay_mult {decay_mult:g}"
+        if len(key) > 2:
+            label += ", backbone" if key[2] else ", not backbone"
         span = names[0] if len(names) == 1 else f"{names[0]} ... {names[-1]}"
         size = sum(params[n].numel() for n in names)
         rows.append(

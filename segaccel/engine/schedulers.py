@@ -91,6 +91,49 @@ class MultiStepLR(_IterSchedule):
         return lr * self.gamma ** sum(progress >= m for m in self.milestones)
 
 
+class TwoStageWarmupPolyLR(_IterSchedule):
+    """EoMT's schedule: the parameters outside the backbone warm up linearly (from 0) over
+    `warmup_iters[0]` steps, then decay as poly(`power`) to 0 at the end; the backbone's stay at 0 for
+    those steps, warm up over the next `warmup_iters[1]`, then decay as poly to 0 at the end.
+
+    It needs param groups that say which hold backbone parameters
+    (`optim_wrapper.paramwise_cfg.split_backbone: true`) and is best the only entry.
+    """
+
+    per_group = True  # IterLRScheduler passes each param group
+
+    def __init__(
+        self, warmup_iters: tuple[int, int] = (500, 1000), power: float = 0.9, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        if len(warmup_iters) != 2 or min(warmup_iters) < 0:
+            raise ValueError(f"TwoStageWarmupPolyLR: warmup_iters: two counts >= 0, got {warmup_iters!r}")
+        self.warmup_iters = (int(warmup_iters[0]), int(warmup_iters[1]))
+        self.power = power
+
+    def __call__(self, lr: float, t: int, max_iters: int, group: dict | None = None) -> float:
+        backbone = None if group is None else group.get("backbone")
+        if backbone is None:
+            raise ValueError(
+                "param_scheduler TwoStageWarmupPolyLR: the param groups must say which hold backbone "
+                "parameters; set optim_wrapper.paramwise_cfg.split_backbone: true"
+            )
+        end = self.end if self.end is not None else max_iters
+        t, total = min(t, end) - self.begin, max(end - self.begin, 1)
+        if t < 0:
+            return lr
+        first, second = self.warmup_iters
+        if not backbone:
+            if t < first:
+                return lr * t / first
+            return lr * (1 - (t - first) / max(1, total - first)) ** self.power
+        if t < first:
+            return 0.0
+        if t < first + second:
+            return lr * (t - first) / second
+        return lr * (1 - (t - first - second) / max(1, total - first - second)) ** self.power
+
+
 class IterLRScheduler:
     """Sets every param group's lr from its `initial_lr` and the chained schedules at step `t`.
 
@@ -109,15 +152,18 @@ class IterLRScheduler:
             group.setdefault("initial_lr", group["lr"])
         self._apply()
 
-    def lr_at(self, base_lr: float, t: int) -> float:
+    def lr_at(self, base_lr: float, t: int, group: dict | None = None) -> float:
         lr = base_lr
         for schedule in self.schedules:
-            lr = schedule(lr, t, self.max_iters)
+            if getattr(schedule, "per_group", False):  # a schedule that differs per param group
+                lr = schedule(lr, t, self.max_iters, group)
+            else:
+                lr = schedule(lr, t, self.max_iters)
         return lr
 
     def _apply(self) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(group["initial_lr"], self.last_iter)
+            group["lr"] = self.lr_at(group["initial_lr"], self.last_iter, group)
 
     def step(self) -> None:
         self.last_iter += 1
