@@ -20,13 +20,22 @@ def test_train_step_rows_and_flops_of_forward_and_backward():
     rows = train.run(parse("--batch", "1", "--crop", "64", "96", "--num-classes", "5"))
     (row,) = rows
     assert row["model"] == "segaccel"
-    assert row["it/s"] > 0 and row["images/s"] == pytest.approx(row["it/s"], rel=0.01)
-    # a step counts 3 × the forward (the backward of every matmul/conv costs two of them)
-    fwd = train.count_forward_flops(
-        train.build_ours(train.model_config(parse("--num-classes", "5"))), (64, 96)
-    )
-    assert row["GFLOP/step"] == round(3 * fwd / 1e9, 1)
-    assert 0 < row["% matmul peak"] < 100
+    # batch 1: images/s is it/s (the table rounds images/s to 2 decimals, it/s to 3)
+    assert row["it/s"] > 0 and row["images/s"] == pytest.approx(row["it/s"], abs=0.006)
+    assert row["GFLOP/step"] > 0 and 0 < row["% matmul peak"] < 100
+
+
+def test_forward_flops_are_counted_as_multiply_adds_times_two():
+    class OneConv(torch.nn.Module):  # the `tensor` mode call of a segmentor, on one 1x1 convolution
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, kernel_size=1, bias=False)
+
+        def forward(self, x, mode):
+            return self.conv(x)
+
+    # by hand: each of the 8 x 12 output pixels of each of 4 channels sums 3 products
+    assert train.count_forward_flops(OneConv(), (8, 12)) == 2 * (8 * 12) * 4 * 3
 
 
 def test_make_batch_is_what_the_dataloader_gives():
@@ -51,5 +60,4 @@ def test_train_vs_transformers_side_by_side():
     pytest.importorskip("transformers")
     rows = train.run(parse("--crop", "64", "64", "--num-classes", "4", "--vs", "transformers", "--no-flops"))
     assert [r["model"] for r in rows] == ["segaccel", "transformers"]
-    assert rows[0]["step time vs segaccel"] == "1.00x"
     assert all(r["images/s"] > 0 for r in rows)

@@ -14,7 +14,7 @@ def test_metric_benchmark_rows(capsys):
         parser.parse_args(["--num-images", "3", "--size", "16", "24", "--num-classes", "5", "--repeats", "1"])
     )
     assert [row["method"].split()[0] for row in rows] == ["numpy", "IoUMetric"]
-    assert rows[0]["speedup"] == 1.0 and rows[1]["median_ms"] > 0
+    assert rows[0]["median_ms"] > 0 and rows[1]["median_ms"] > 0
     assert "mIoU" in capsys.readouterr().out
 
 
