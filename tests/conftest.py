@@ -1,4 +1,8 @@
-"""Shared fixtures: a private synthetic-data cache and a clean Accelerate state per test."""
+"""Shared fixtures: a private synthetic-data cache, a clean Accelerate state, the scripts as modules."""
+
+import importlib.util
+import types
+from pathlib import Path
 
 import pytest
 
@@ -9,17 +13,40 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SEGACCEL_CACHE", str(tmp_path_factory.getbasetemp() / "segaccel-cache"))
 
 
-@pytest.fixture
-def fresh_accelerate():
-    """Reset Accelerate's process-wide state so a test can build its own `Accelerator`."""
+def _reset_accelerate() -> None:
     from accelerate.state import AcceleratorState, GradientState, PartialState
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
     PartialState._reset_state()
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """Reset Accelerate's process-wide state so a test can build its own `Accelerator`.
+
+    Reset before and after the test; the fixture's value resets again, for a test that builds
+    several (`fresh_accelerate()` before each `Runner`)."""
+    _reset_accelerate()
+    yield _reset_accelerate
+    _reset_accelerate()
+
+
+@pytest.fixture(scope="session")
+def script_module():
+    """`load("test")`: `scripts/test.py` imported as a module named `segaccel_scripts_test`.
+
+    Imported by its file name (`import test`), a script would shadow the standard library's `test`
+    package, or be shadowed by it."""
+
+    def load(name: str) -> types.ModuleType:
+        path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"segaccel_scripts_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
 
 
 @pytest.fixture(autouse=True)

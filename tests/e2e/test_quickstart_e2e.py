@@ -1,7 +1,6 @@
 """The whole pipeline on the built-in dataset: train, validate, export, reload, test again."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from segaccel.config import load_config
 from segaccel.engine.runner import Runner
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
 
 SMALL_DATA = "{num_train: 160, num_val: 20, image_size: [48, 64], seed: 3}"
 
@@ -33,7 +31,7 @@ def small_overrides(max_iters: int) -> list[str]:
 
 
 @pytest.mark.e2e
-def test_train_export_reload_and_test(tmp_path, fresh_accelerate):
+def test_train_export_reload_and_test(tmp_path, fresh_accelerate, script_module):
     cfg = load_config(ROOT / "configs" / "quickstart.yaml", small_overrides(60))
     work_dir = tmp_path / "run"
     runner = Runner(cfg, work_dir=work_dir, config_path="quickstart.yaml")
@@ -58,8 +56,8 @@ def test_train_export_reload_and_test(tmp_path, fresh_accelerate):
     assert (work_dir / "best_model" / "model.safetensors").is_file()
 
     # scripts/test.py on the exported folder reproduces the final validation metrics
-    fresh_accelerate_state()
-    import test as test_script
+    fresh_accelerate()
+    test_script = script_module("test")
 
     tested = test_script.main([str(model_dir), "--work-dir", str(tmp_path / "test")])
     assert tested["mIoU"] == metrics["mIoU"] and tested["aAcc"] == metrics["aAcc"]
@@ -72,9 +70,3 @@ def test_train_export_reload_and_test(tmp_path, fresh_accelerate):
         assert torch.equal(reloaded(x), trained(x))
     assert reloaded.id2label == {0: "background", 1: "circle", 2: "square", 3: "triangle"}
 
-
-def fresh_accelerate_state():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()

@@ -23,7 +23,6 @@ from segaccel.data import build_dataset
 from segaccel.models import Segmentor
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
 
 NUM_VAL, H, W = 7, 32, 48
 DATASET = {
@@ -78,9 +77,9 @@ def model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def single_process_run(model_dir, tmp_path_factory):
+def single_process_run(model_dir, tmp_path_factory, script_module):
     """test.py on the folder in this process: every output option."""
-    import test as test_script
+    test_script = script_module("test")
 
     reset_accelerate()
     out = tmp_path_factory.mktemp("single")
@@ -136,7 +135,9 @@ def test_model_folder_with_every_output(single_process_run):
 
 
 @pytest.mark.e2e
-def test_hub_model_id_from_an_offline_cache(model_dir, single_process_run, tmp_path, monkeypatch):
+def test_hub_model_id_from_an_offline_cache(
+    model_dir, single_process_run, tmp_path, monkeypatch, script_module
+):
     """`org/name` resolves through Segmentor.from_pretrained and the HF cache, with no network."""
     from huggingface_hub import constants
 
@@ -154,7 +155,7 @@ def test_hub_model_id_from_an_offline_cache(model_dir, single_process_run, tmp_p
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
 
-    import test as test_script
+    test_script = script_module("test")
 
     reset_accelerate()
     metrics = test_script.main(["segaccel-tests/tiny-segformer", "--work-dir", str(tmp_path / "w")])
@@ -163,8 +164,8 @@ def test_hub_model_id_from_an_offline_cache(model_dir, single_process_run, tmp_p
 
 
 @pytest.mark.e2e
-def test_config_with_checkpoint_split_slide_and_tta(model_dir, single_process_run, tmp_path):
-    import test as test_script
+def test_config_with_checkpoint_split_slide_and_tta(model_dir, single_process_run, tmp_path, script_module):
+    test_script = script_module("test")
 
     config = tmp_path / "tiny.yaml"
     dump_config({"model": {"type": "Segmentor", **MODEL_CFG}, **DATA_CFG}, config)

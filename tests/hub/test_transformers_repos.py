@@ -19,6 +19,7 @@ from hub_testing import REPO_ROOT, cache_folder, cache_repo
 from segaccel.inference import inference_model
 from segaccel.models import Segmentor
 from segaccel.models.weights import load_pretrained_weights
+from segaccel.registry import ConfigError
 
 transformers = pytest.importorskip("transformers")
 
@@ -175,7 +176,7 @@ def test_mit_pretrained_from_an_imagenet_encoder_repo(tmp_path, offline_cache, c
     with pytest.raises(RuntimeError, match="does not match this MixVisionTransformer"):
         Segmentor(backbone={**backbone, "num_layers": [2, 1, 1, 1]}, decode_head=head)
     cache_repo(offline_cache, "org/not-segformer", {"config.json": b'{"model_type": "vit"}'})
-    with pytest.raises(Exception, match="neither a local weights file nor a transformers SegFormer"):
+    with pytest.raises(ConfigError, match="neither a local weights file nor a transformers SegFormer"):
         Segmentor(backbone={**backbone, "pretrained": "org/not-segformer"}, decode_head=head)
 
 

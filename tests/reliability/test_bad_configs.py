@@ -5,18 +5,14 @@ each fault goes through `Runner.train()` on the tiny engine config and nothing m
 """
 
 import json
-import sys
-from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
+from engine_helpers import TINY_CONFIG
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from engine_helpers import TINY_CONFIG  # noqa: E402
-
-from segaccel.config import load_config  # noqa: E402
-from segaccel.engine.runner import Runner  # noqa: E402
-from segaccel.registry import ConfigError  # noqa: E402
+from segaccel.config import load_config
+from segaccel.engine.runner import Runner
+from segaccel.registry import ConfigError
 
 PACK = "{type: PackSegInputs}]"
 CASES = {

@@ -20,12 +20,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from engine_helpers import ROOT, TINY_CONFIG, TRAIN_SCRIPT, assert_same_tensors, load_model_weights
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from engine_helpers import ROOT, TINY_CONFIG, TRAIN_SCRIPT, assert_same_tensors, load_model_weights  # noqa: E402
-
-from segaccel.engine.checkpoint import STATE_FILE  # noqa: E402
-from segaccel.engine.fault_injection import CHECKPOINT_STAGES, KILL_POINTS  # noqa: E402
+from segaccel.engine.checkpoint import STATE_FILE
+from segaccel.engine.fault_injection import CHECKPOINT_STAGES, KILL_POINTS
 
 INTERVAL = 2
 OVERRIDES = [

@@ -7,22 +7,19 @@ Kept small (25 examples each, a tiny model) so the file runs in a few seconds.
 """
 
 import functools
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from engine_helpers import TINY_CONFIG
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from engine_helpers import TINY_CONFIG  # noqa: E402
-
-import segaccel.models  # noqa: E402, F401  (registers the model parts)
-from segaccel.config import load_config  # noqa: E402
-from segaccel.data import SegDataset, seg_collate  # noqa: E402
-from segaccel.inference import inference_model  # noqa: E402
-from segaccel.registry import MODELS  # noqa: E402
+import segaccel.models  # noqa: F401  (registers the model parts)
+from segaccel.config import load_config
+from segaccel.data import SegDataset, seg_collate
+from segaccel.inference import inference_model
+from segaccel.registry import MODELS
 
 NUM_CLASSES = 4
 PROPERTY = settings(

@@ -12,28 +12,25 @@ from __future__ import annotations
 import io
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 import torch
+from engine_helpers import ROOT, TINY_CONFIG, TRAIN_SCRIPT, read_scalars, two_process_launch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
-from engine_helpers import ROOT, TINY_CONFIG, TRAIN_SCRIPT, read_scalars, two_process_launch  # noqa: E402
-
-from segaccel import Segmentor  # noqa: E402
-from segaccel.config import load_config  # noqa: E402
-from segaccel.data import SegDataset  # noqa: E402
-from segaccel.data.collate import DROPPED_KEY, SKIPPED_KEY, is_skip_marker, seg_collate, skip_marker  # noqa: E402
-from segaccel.data.samplers import InfiniteSampler, ShardedEvalSampler  # noqa: E402
-from segaccel.data.streaming import STATE_KEY, SegStreamDataset, stream_collate  # noqa: E402
-from segaccel.engine import loops  # noqa: E402
-from segaccel.engine.runner import Runner  # noqa: E402
-from segaccel.engine.test_outputs import OverlayWriter, PredictionWriter  # noqa: E402
-from segaccel.structures import SegDataSample  # noqa: E402
+from segaccel import Segmentor
+from segaccel.config import load_config
+from segaccel.data import SegDataset
+from segaccel.data.collate import DROPPED_KEY, SKIPPED_KEY, is_skip_marker, seg_collate, skip_marker
+from segaccel.data.samplers import InfiniteSampler, ShardedEvalSampler
+from segaccel.data.streaming import STATE_KEY, SegStreamDataset, stream_collate
+from segaccel.engine import loops
+from segaccel.engine.runner import Runner
+from segaccel.engine.test_outputs import OverlayWriter, PredictionWriter
+from segaccel.structures import SegDataSample
 
 FEATURES = datasets.Features({"image": datasets.Image(), "label": datasets.Image()})
 

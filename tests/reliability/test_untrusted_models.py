@@ -13,12 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from hub_testing import cache_folder, tiny_segformer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
-from hub_testing import cache_folder, tiny_segformer  # noqa: E402
-
-from segaccel.models import Segmentor  # noqa: E402
-from segaccel.registry import ConfigError  # noqa: E402
+from segaccel.models import Segmentor
+from segaccel.registry import ConfigError
 
 
 def edit_config(change):
