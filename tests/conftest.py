@@ -5,6 +5,7 @@ import types
 from pathlib import Path
 
 import pytest
+from engine_helpers import reset_accelerate  # on pytest's pythonpath
 
 
 @pytest.fixture(autouse=True)
@@ -13,23 +14,15 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SEGACCEL_CACHE", str(tmp_path_factory.getbasetemp() / "segaccel-cache"))
 
 
-def _reset_accelerate() -> None:
-    from accelerate.state import AcceleratorState, GradientState, PartialState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    PartialState._reset_state()
-
-
 @pytest.fixture
 def fresh_accelerate():
     """Reset Accelerate's process-wide state so a test can build its own `Accelerator`.
 
     Reset before and after the test; the fixture's value resets again, for a test that builds
     several (`fresh_accelerate()` before each `Runner`)."""
-    _reset_accelerate()
-    yield _reset_accelerate
-    _reset_accelerate()
+    reset_accelerate()
+    yield reset_accelerate
+    reset_accelerate()
 
 
 @pytest.fixture(scope="session")

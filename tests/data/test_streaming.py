@@ -11,6 +11,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from engine_helpers import reset_accelerate
 from PIL import Image
 
 from segaccel.data import SampleError, build_dataset
@@ -316,10 +317,7 @@ def test_runner_trains_on_a_stream_and_resumes_it(
     monkeypatch.setattr(Runner, "_train_dataloader", recording)
 
     def run(name: str, max_iters: int, resume: bool = False) -> dict:
-        from accelerate.state import AcceleratorState, GradientState
-
-        AcceleratorState._reset_state(reset_partial_state=True)
-        GradientState._reset_state()
+        reset_accelerate()
         cfg = load_config(tmp_path / "run.yaml", [f"train_cfg.max_iters={max_iters}"])
         return Runner(cfg, work_dir=tmp_path / name, resume=resume).train()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_helpers import reset_accelerate
 from safetensors.torch import load_file
 
 from segaccel.config import load_config
@@ -120,10 +121,7 @@ def test_training_through_the_cli(model, tmp_path, fresh_accelerate, script_modu
 
 
 def make_runner(config: Path, work_dir: Path, **kwargs) -> Runner:
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate()
     return Runner(load_config(config), work_dir=work_dir, config_path=str(config), **kwargs)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from engine_helpers import reset_accelerate
 from PIL import Image
 
 from segaccel.config import dump_config
@@ -53,13 +54,6 @@ MODEL_CFG = {
     "data_preprocessor": {"size_divisor": 32},
     "id2label": {0: "background", 1: "circle", 2: "square", 3: "triangle"},
 }
-
-
-def reset_accelerate():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,17 @@ default_hooks:
 """
 
 
+def reset_accelerate() -> None:
+    """Reset Accelerate's process-wide state, so that the next `Accelerator` (a new `Runner`) starts clean.
+
+    The `fresh_accelerate` fixture (tests/conftest.py) calls it before and after a test."""
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    PartialState._reset_state()
+
+
 def read_scalars(work_dir: Path, mode: str = "train") -> list[dict]:
     lines = (Path(work_dir) / "logs" / "scalars.jsonl").read_text().splitlines()
     return [r for r in map(json.loads, lines) if r["mode"] == mode]

@@ -10,20 +10,13 @@ import shutil
 import huggingface_hub.constants
 import pytest
 import torch
-from engine_helpers import read_scalars
+from engine_helpers import read_scalars, reset_accelerate
 
 from segaccel.config import load_config
 from segaccel.engine.runner import Runner
 from segaccel.models.weights import resolve_weights_file
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def reset_accelerate():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 def make_runner(config, work_dir, overrides=()):

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from engine_helpers import load_model_weights, read_scalars
+from engine_helpers import load_model_weights, read_scalars, reset_accelerate
 
 from segaccel.config import load_config
 from segaccel.data.datasets import SegDataset
@@ -73,10 +73,7 @@ def test_epoch_sampler_drops_the_remainder_and_resumes_mid_epoch():
 
 
 def make_runner(config, work_dir, overrides, optimizer=None):
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate()
     cfg = load_config(config, list(overrides))
     if optimizer is not None:  # replaced whole: a dotted override would merge into the base AdamW
         cfg["optim_wrapper"]["optimizer"] = optimizer

@@ -10,18 +10,11 @@ import signal
 
 import pytest
 import torch
-from engine_helpers import assert_same_tensors, load_model_weights, read_scalars
+from engine_helpers import assert_same_tensors, load_model_weights, read_scalars, reset_accelerate
 
 from segaccel.config import load_config
 from segaccel.engine.loops import TrainingInterrupted
 from segaccel.engine.runner import Runner
-
-
-def reset_accelerate():
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
 
 
 def make_runner(config, work_dir, overrides=(), **kwargs):

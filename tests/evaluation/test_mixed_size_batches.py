@@ -8,6 +8,7 @@ pixel exactly once and never a padded one.
 import datasets
 import numpy as np
 import pytest
+from engine_helpers import reset_accelerate
 from evaluation_helpers import pointwise_segmentor, tiny_segformer
 from PIL import Image
 
@@ -38,10 +39,7 @@ def labelled_pixels(folder):
 
 
 def run_test(folder, model, batch_size, work_dir, monkeypatch):
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+    reset_accelerate()
     cfg = {
         "test_dataloader": {
             "batch_size": batch_size,
