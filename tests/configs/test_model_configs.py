@@ -5,7 +5,6 @@ are skipped where timm is not installed."""
 from __future__ import annotations
 
 import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -149,12 +148,8 @@ def test_resnet_configs_use_the_80k_sgd_schedule(name):
     assert cfg["model"]["data_preprocessor"]["size"] == [512, 1024]  # the crop size, as MMSegmentation
 
 
-def test_get_flops_prints_parameters_and_flops(capsys):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import get_flops
-    finally:
-        sys.path.pop(0)
+def test_get_flops_prints_parameters_and_flops(capsys, script_module):
+    get_flops = script_module("get_flops")
     row = get_flops.main([str(ROOT / "configs" / CONFIGS[0]), "--shape", "64", "64"])
     out = capsys.readouterr().out
     assert "parameters:  3.75 M" in out and "FLOPs:" in out

@@ -148,7 +148,6 @@ WORKER = r"""
 import json, os, sys
 import datasets, torch, torch.distributed as dist
 datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
-sys.path.insert(0, {root!r})
 from segaccel.data import build_dataset
 from segaccel.data.streaming import StreamCheckpoint, StreamLoader, stream_collate
 rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -192,7 +191,10 @@ def test_two_processes_get_disjoint_shards(tmp_path):
     }
     procs = [
         subprocess.Popen(
-            [sys.executable, str(script)], env={**env, "RANK": str(r)}, stderr=subprocess.PIPE, text=True
+            [sys.executable, str(script)],
+            env={**env, "RANK": str(r), "PYTHONPATH": str(ROOT)},  # segaccel from this checkout
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for r in range(2)
     ]

@@ -19,13 +19,10 @@ from pathlib import Path
 
 import torch
 import yaml
+from engine_helpers import TINY_CONFIG, TRAIN_SCRIPT  # tests/engine and tests/hub: on pytest's pythonpath
+from hub_testing import TINY_SEGFORMER, tiny_segformer
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests" / "engine"))
-sys.path.insert(0, str(ROOT / "tests" / "hub"))
-
-from engine_helpers import TINY_CONFIG, TRAIN_SCRIPT  # noqa: E402
-from hub_testing import TINY_SEGFORMER, tiny_segformer  # noqa: E402
 
 __all__ = ["ROOT", "TINY_CONFIG", "TINY_SEGFORMER", "TRAIN_SCRIPT", "tiny_segformer"]
 

@@ -1,8 +1,10 @@
 """Compose: pipelines built from config through the registry, the same augmentation in any process."""
 
 import hashlib
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -116,11 +118,13 @@ def test_same_augmentation_in_workers_and_in_another_process(tmp_path):
 
     data.save_to_disk(str(tmp_path / "rows"))
     code = (
-        "import datasets, sys; sys.path.insert(0, 'tests/data/transforms');"
+        "import datasets;"
         "from test_compose import PIPELINE, digest; from segaccel.data import SegDataset;"
         f"ds = SegDataset(datasets.load_from_disk({str(tmp_path / 'rows')!r}), pipeline=PIPELINE, seed=7);"
         "print(digest([ds[(2, i)] for i in range(4)]))"
     )
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    here = str(Path(__file__).parent)  # test_compose imported by name, as pytest does
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert other.stdout.strip() == digest(main)
     assert digest([SegDataset(data, pipeline=PIPELINE, seed=8)[i] for i in indices]) != digest(main)
