@@ -45,8 +45,14 @@ from .pretrained import load_backbone_pretrained
 def _pad_to_multiple(x: torch.Tensor, stride: int) -> torch.Tensor:
     """`(N, C, H, W)` padded right/bottom with zeros to multiples of `stride` (MMSeg's corner padding)."""
     h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % stride, (-w) % stride
+    pad_h, pad_w = _to_multiple(h, stride) - h, _to_multiple(w, stride) - w
     return x if _known_zero(pad_h, pad_w) else F.pad(x, (0, pad_w, 0, pad_h))
+
+
+def _to_multiple(size: int | torch.SymInt, multiple: int) -> int | torch.SymInt:
+    """`size` rounded up to a multiple of `multiple` (written with floor divisions only, which stay short
+    when torch.export traces the size as a symbol through the stages; `-size % multiple` does not)."""
+    return (size + multiple - 1) // multiple * multiple
 
 
 def _known_zero(*sizes: int | torch.SymInt) -> bool:
@@ -166,7 +172,7 @@ class ShiftWindowMSA(nn.Module):
         h, w = hw_shape
         ws, shift = self.window_size, self.shift_size
         query = query.view(n, h, w, c)
-        pad_r, pad_b = (-w) % ws, (-h) % ws
+        pad_r, pad_b = _to_multiple(w, ws) - w, _to_multiple(h, ws) - h
         query = F.pad(query, (0, 0, 0, pad_r, 0, pad_b))
         h_pad, w_pad = query.shape[1], query.shape[2]
         mask = None
