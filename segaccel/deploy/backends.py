@@ -57,6 +57,9 @@ class OnnxRuntimeBackend:
 class ExportedProgramBackend:
     """A `torch.export` ExportedProgram (`model.pt2`), loaded with `torch.export.load`.
 
+    It takes heights and widths from the traced minimum on (`export.input_range` in config.json);
+    `ExportedSegmentor` pads smaller inputs up to it.
+
     Args:
         path: the `.pt2` file.
         device: where it runs (default: the CPU).
@@ -67,7 +70,10 @@ class ExportedProgramBackend:
     def __init__(self, path: str | Path, device: str | torch.device | None = None) -> None:
         self.device = torch.device(device or "cpu")
         program = torch.export.load(str(path))
-        self.module = program.module().to(self.device)
+        # Without the trace's guards: they record layout facts of the traced size (a conv's `size > 1`
+        # memory-format test, a view's contiguity), not the computation, which the exporter checks at
+        # another size. The traced range of each dimension is still enforced.
+        self.module = program.module(check_guards=False).to(self.device)
 
     @torch.no_grad()
     def __call__(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:

@@ -160,8 +160,7 @@ def build_demo(
         return gr.Number(value, label=label, precision=0, minimum=1)
 
     sides = ("height", "width")
-    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["monospace"])
-    with gr.Blocks(title=title, theme=theme) as demo:
+    with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\n\n{description or ''}")
         with gr.Row():
             with gr.Column():

@@ -114,8 +114,18 @@ class ExportedSegmentor(nn.Module):
 
     @property
     def min_input_size(self) -> tuple[int, int] | None:
-        """The smallest `(h, w)` the network takes (recorded at export); smaller inputs are padded."""
-        return self.export_config.min_input_size
+        """The smallest `(h, w)` the graph is run at; smaller inputs are padded (mask 0) up to it.
+
+        The network's own minimum, recorded at export (the PyTorch model pads to the same). An
+        ExportedProgram also checks the traced range of its input (`export.input_range`), which can
+        start higher: there the larger of the two is used (an ONNX graph runs below its range).
+        """
+        cfg = self.export_config
+        low = cfg.min_input_size or (1, 1)
+        if cfg.format == "exported-program":
+            traced = [int((cfg.input_range.get(k) or [1])[0] or 1) for k in ("height", "width")]
+            low = (max(low[0], traced[0]), max(low[1], traced[1]))
+        return None if low == (1, 1) else low
 
     @property
     def config(self) -> dict[str, Any]:

@@ -269,7 +269,13 @@ def _save_onnx(
     args = (pixels, torch.ones((2, h, w), dtype=torch.uint8))
     kwargs: dict[str, Any] = {"opset_version": opset} if opset else {}
     onnx_program = torch.onnx.export(
-        program, args, dynamo=True, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), **kwargs
+        program,
+        args,
+        dynamo=True,
+        input_names=list(INPUT_NAMES),
+        output_names=list(OUTPUT_NAMES),
+        verbose=False,
+        **kwargs,
     )
     onnx_program.save(str(path))
 
