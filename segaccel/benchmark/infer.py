@@ -24,7 +24,9 @@ Linux only (reads /proc).
 `torch.inference_mode`, with the peak memory of each (CUDA `max_memory_allocated`, or the growth of
 the CPU's peak RSS). `--vs transformers` adds transformers' `SegformerForSemanticSegmentation` with the
 same architecture (random init; our head built with `projection="linear"`), its logits resized the
-same way and its slide windows run by the same loop.
+same way and its slide windows run by the same loop; for a Mask2Former config on a ResNet-50,
+`Mask2FormerForUniversalSegmentation` with the same weights (`mask2former_twin`), its semantic logits
+computed as ours (masks resized to the input, then class x mask).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from segaccel.benchmark import mask2former_twin
 from segaccel.benchmark.memory import peak_memory_mib, reset_cpu_peak, status_kib
 from segaccel.benchmark.table import format_table
 
@@ -227,7 +230,10 @@ def run_speed(args: argparse.Namespace) -> list[dict]:
 
     cfg = model_config(train_args)
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    ours = build_ours(cfg).eval().to(device, memory_format=memory_format)
+    twins = None  # Mask2Former: ours and transformers' built together, with the same weights
+    if args.vs == "transformers" and mask2former_twin.is_mask2former(cfg):
+        twins = mask2former_twin.build_twins(cfg)
+    ours = (twins[0] if twins else build_ours(cfg)).eval().to(device, memory_format=memory_format)
     out_channels = ours.out_channels
     g = torch.Generator().manual_seed(0)
     whole = torch.randn(args.batch, 3, *args.whole_size, generator=g).to(device)
@@ -248,11 +254,15 @@ def run_speed(args: argparse.Namespace) -> list[dict]:
 
     candidates = [("segaccel", our_encode, our_slide)]
     if args.vs == "transformers":
-        theirs = build_transformers(ours.config).eval().to(device, memory_format=memory_format)
+        if twins:
+            theirs = twins[1].eval().to(device, memory_format=memory_format)
+            their_encode = mask2former_twin.transformers_encode(theirs)
+        else:
+            theirs = build_transformers(ours.config).eval().to(device, memory_format=memory_format)
 
-        def their_encode(x: torch.Tensor) -> torch.Tensor:
-            logits = theirs(pixel_values=x).logits
-            return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            def their_encode(x: torch.Tensor) -> torch.Tensor:
+                logits = theirs(pixel_values=x).logits
+                return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
         def their_slide() -> torch.Tensor:
             return slide_windows(their_encode, slide, crop, stride, out_channels)

@@ -5,8 +5,10 @@ pad, stack), forward in `loss` mode, backward of the summed losses, and an AdamW
 generated (random uint8 images of `--crop`, random labels) so no dataset is read. Each model is
 warmed up (`--warmup` steps) and then timed step by step (`--steps`); the median step counts.
 
-`--vs transformers` (SegFormer configs) also measures transformers' `SegformerForSemanticSegmentation`
-with the same architecture (random init, nothing downloaded), batch, crop, precision and optimizer;
+`--vs transformers` also measures transformers' twin: for SegFormer configs
+`SegformerForSemanticSegmentation` with the same architecture (random init, nothing downloaded), for
+Mask2Former configs on a ResNet-50 `Mask2FormerForUniversalSegmentation` with the same architecture
+and the same weights (`mask2former_twin`); the same batch, crop, precision and optimizer;
 its preprocessing is the same uint8 → float normalisation done in torch. For an identical
 architecture our head is built with `projection="linear"` (transformers' layout; the config's
 projection is used otherwise).
@@ -33,6 +35,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from segaccel.benchmark import mask2former_twin
 from segaccel.benchmark.memory import peak_memory_mib
 from segaccel.benchmark.table import format_table
 from segaccel.config import load_config
@@ -74,7 +77,8 @@ def model_config(args: argparse.Namespace) -> dict[str, Any]:
             cfg.pop(key, None)
     if args.vs == "transformers":  # the same architecture as transformers' twin
         cfg.pop("auxiliary_head", None)
-        cfg["decode_head"] = {**cfg["decode_head"], "projection": "linear"}
+        if cfg["decode_head"].get("type") == "SegformerHead":
+            cfg["decode_head"] = {**cfg["decode_head"], "projection": "linear"}
     cfg.setdefault("type", "Segmentor")
     return cfg
 
@@ -240,19 +244,31 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     candidates: list[tuple[str, Callable[[], tuple[torch.nn.Module, Callable]]]] = []
 
+    twins = None  # Mask2Former: ours and transformers' built together, with the same weights
+    if args.vs == "transformers" and mask2former_twin.is_mask2former(cfg):
+        twins = mask2former_twin.build_twins(cfg)
+
     def ours() -> tuple[torch.nn.Module, Callable]:
-        model = build_ours(cfg).to(device, memory_format=memory_format)
+        model = (twins[0] if twins else build_ours(cfg)).to(device, memory_format=memory_format)
         return model, our_step(model, args.channels_last)
 
     candidates.append(("segaccel", ours))
     if args.vs == "transformers":
         pre = cfg.get("data_preprocessor") or {}
+        mean, std = pre["mean"], pre["std"]
 
-        full_cfg = build_ours(cfg).config  # the architecture with every default written out
+        if twins:
 
-        def theirs() -> tuple[torch.nn.Module, Callable]:
-            model = build_transformers(full_cfg).to(device, memory_format=memory_format)
-            return model, transformers_step(model, pre["mean"], pre["std"], device, args.channels_last)
+            def theirs() -> tuple[torch.nn.Module, Callable]:
+                model = twins[1].to(device, memory_format=memory_format)
+                return model, mask2former_twin.transformers_step(model, mean, std, device, args.channels_last)
+
+        else:
+            full_cfg = build_ours(cfg).config  # the architecture with every default written out
+
+            def theirs() -> tuple[torch.nn.Module, Callable]:
+                model = build_transformers(full_cfg).to(device, memory_format=memory_format)
+                return model, transformers_step(model, mean, std, device, args.channels_last)
 
         candidates.append(("transformers", theirs))
 

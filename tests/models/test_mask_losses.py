@@ -10,6 +10,7 @@ from segaccel.models.losses.mask_losses import (
     MaskClassificationLoss,
     dice_loss,
     point_sample,
+    sample_class_masks,
     sigmoid_ce_loss,
     uncertain_point_coords,
 )
@@ -127,3 +128,38 @@ def test_loss_weights_scale_each_term():
     weighted = MaskClassificationLoss()(cls_logits, mask_logits, labels, masks)  # 2, 5, 5
     for name, factor in (("loss_cls", 2.0), ("loss_mask", 5.0), ("loss_dice", 5.0)):
         assert weighted[name].item() == pytest.approx(factor * one[name].item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_class_masks_read_from_the_label_map_equal_point_sampled_masks(shared):
+    """The targets of semantic segmentation read at the points from the label map equal `point_sample`
+    of the full-resolution binary masks (bilinear between pixels, zero outside the map)."""
+    g = torch.Generator().manual_seed(0)
+    label_map = torch.randint(0, 5, (13, 17), generator=g)
+    label_map[:3] = 255
+    classes = torch.tensor([0, 2, 4])
+    masks = (label_map[None] == classes[:, None, None]).float()
+    points = torch.rand(40, 2, generator=g) * 1.2 - 0.1  # some outside [0, 1]
+    if shared:
+        expected = point_sample(masks[:, None], points[None].expand(3, -1, -1))[:, 0]
+    else:
+        points = torch.rand(3, 40, 2, generator=g) * 1.2 - 0.1
+        expected = point_sample(masks[:, None], points)[:, 0]
+    read = sample_class_masks(label_map, classes, points).float()
+    torch.testing.assert_close(read, expected, atol=1e-5, rtol=0)
+
+
+def test_loss_from_label_maps_equals_loss_from_masks():
+    torch.manual_seed(0)
+    cls_logits, mask_logits = torch.randn(2, 6, 5), torch.randn(2, 6, 8, 12)
+    label_maps = [torch.randint(0, 4, (32, 48)) for _ in range(2)]
+    labels = [torch.unique(m) for m in label_maps]
+    masks = [m[None] == c[:, None, None] for m, c in zip(label_maps, labels)]
+    matcher = {"type": "HungarianMatcher", "num_points": 300}
+    criterion = MaskClassificationLoss(num_points=300, matcher=matcher)
+    torch.manual_seed(1)
+    from_masks = criterion(cls_logits, mask_logits, labels, masks)
+    torch.manual_seed(1)
+    from_maps = criterion(cls_logits, mask_logits, labels, gt_sem_seg=label_maps)
+    for name in from_masks:
+        torch.testing.assert_close(from_maps[name], from_masks[name], atol=1e-5, rtol=1e-5)

@@ -76,11 +76,12 @@ class MaskClassificationHead(nn.Module):
         all_cls_scores, all_mask_preds = self.forward(inputs)
         return self.loss_by_feat(all_cls_scores, all_mask_preds, batch_data_samples)
 
-    def class_targets(
+    def present_classes(
         self, batch_data_samples: Sequence[SegDataSample]
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Per image: the classes present in `gt_sem_seg` `(G,)` and their binary masks `(G, H, W)`."""
-        labels, masks = [], []
+        """Per image: the classes present in `gt_sem_seg` `(G,)` (the ignore label left out) and the
+        label map `(H, W)` whose masks `== class` are the targets."""
+        labels, maps = [], []
         for i, sample in enumerate(batch_data_samples):
             if sample.get("gt_sem_seg") is None:
                 raise ValueError(f"data_samples[{i}] has no gt_sem_seg; the loss needs labels")
@@ -95,8 +96,15 @@ class MaskClassificationHead(nn.Module):
                     f"{self.ignore_index}"
                 )
             labels.append(classes)
-            masks.append(seg[None] == classes[:, None, None])
-        return labels, masks
+            maps.append(seg)
+        return labels, maps
+
+    def class_targets(
+        self, batch_data_samples: Sequence[SegDataSample]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per image: the classes present in `gt_sem_seg` `(G,)` and their binary masks `(G, H, W)`."""
+        labels, maps = self.present_classes(batch_data_samples)
+        return labels, [seg[None] == classes[:, None, None] for classes, seg in zip(labels, maps)]
 
     def loss_by_feat(
         self,
@@ -104,16 +112,20 @@ class MaskClassificationHead(nn.Module):
         all_mask_preds: Sequence[torch.Tensor],
         batch_data_samples: Sequence[SegDataSample],
     ) -> dict[str, torch.Tensor]:
-        """Losses of every layer: the last as `loss_cls`/`loss_mask`/`loss_dice`, layer `i` as `d{i}.*`."""
-        labels, masks = self.class_targets(batch_data_samples)
+        """Losses of every layer: the last as `loss_cls`/`loss_mask`/`loss_dice`, layer `i` as `d{i}.*`.
+
+        The target masks are read from the label maps at the loss's points (`sample_class_masks`),
+        never built at full resolution.
+        """
+        labels, maps = self.present_classes(batch_data_samples)
         device = all_mask_preds[-1].device
         labels = [lab.to(device) for lab in labels]
-        masks = [m.to(device) for m in masks]
+        maps = [seg.to(device) for seg in maps]
         losses: dict[str, torch.Tensor] = {}
         last = len(all_cls_scores) - 1
         for i, (cls_scores, mask_preds) in enumerate(zip(all_cls_scores, all_mask_preds)):
             prefix = "" if i == last else f"d{i}."
-            for name, value in self.loss_decode(cls_scores, mask_preds, labels, masks).items():
+            for name, value in self.loss_decode(cls_scores, mask_preds, labels, gt_sem_seg=maps).items():
                 losses[prefix + name] = value
         return losses
 

@@ -12,7 +12,7 @@ losses are averaged over the number of ground-truth masks in the batch (over eve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -37,6 +37,54 @@ def point_sample(input: torch.Tensor, point_coords: torch.Tensor) -> torch.Tenso
     return F.grid_sample(input, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[..., 0]
 
 
+def sample_class_masks(
+    label_map: torch.Tensor, classes: torch.Tensor, point_coords: torch.Tensor
+) -> torch.Tensor:
+    """`point_sample` of the binary masks `label_map == c`, read from the `(H, W)` label map itself.
+
+    `classes` `(G,)` (distinct); `point_coords` `(P, 2)` (the same points for every class) or
+    `(G, P, 2)`, as `(x, y)` in `[0, 1]` → `(G, P)`. Each point takes the bilinear weights of its 4
+    neighbouring pixels (zero outside the map), as `grid_sample` with `align_corners=False` does, so no
+    full-resolution mask per class is ever built (at 512x512 and 150 classes: 157 MB per image and
+    layer otherwise).
+    """
+    h, w = label_map.shape[-2:]
+    flat = label_map.reshape(-1)
+    x = point_coords[..., 0] * w - 0.5
+    y = point_coords[..., 1] * h - 0.5
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = x0 + 1, y0 + 1
+    # per-axis weights, zero for a neighbour outside the map
+    wx0 = (1 - fx) * ((x0 >= 0) & (x0 < w))
+    wx1 = fx * ((x1 >= 0) & (x1 < w))
+    wy0 = (1 - fy) * ((y0 >= 0) & (y0 < h))
+    wy1 = fy * ((y1 >= 0) & (y1 < h))
+    xs = (x0.clamp(0, w - 1), x1.clamp(0, w - 1))
+    ys = (y0.clamp(0, h - 1) * w, y1.clamp(0, h - 1) * w)
+    corners = [
+        (ys[0] + xs[0], wy0 * wx0),
+        (ys[0] + xs[1], wy0 * wx1),
+        (ys[1] + xs[0], wy1 * wx0),
+        (ys[1] + xs[1], wy1 * wx1),
+    ]
+    if point_coords.dim() == 2:  # shared points: scatter each point's 4 weights into its classes' columns
+        top = max(int(flat.max()), int(classes.max()) if classes.numel() else 0)
+        slot = torch.full((top + 1,), len(classes), dtype=torch.long, device=flat.device)  # else: a spare
+        slot[classes] = torch.arange(len(classes), device=flat.device)
+        index = torch.stack([slot[flat[i]] for i, _ in corners], dim=1)  # (P, 4)
+        weight = torch.stack([wgt for _, wgt in corners], dim=1)
+        out = weight.new_zeros(weight.shape[0], len(classes) + 1).scatter_add_(1, index, weight)
+        return out[:, :-1].T
+    wanted = classes[:, None]
+    total = None
+    for i, weight in corners:
+        term = torch.where(flat[i] == wanted, weight, 0.0)
+        total = term if total is None else total + term
+    return total
+
+
 def uncertain_point_coords(
     mask_logits: torch.Tensor, num_points: int, oversample_ratio: float, importance_sample_ratio: float
 ) -> torch.Tensor:
@@ -51,7 +99,7 @@ def uncertain_point_coords(
     uncertainty = -point_sample(mask_logits, coords).abs()  # (M, 1, num_sampled)
     num_uncertain = int(importance_sample_ratio * num_points)
     num_random = num_points - num_uncertain
-    idx = torch.topk(uncertainty[:, 0, :], k=num_uncertain, dim=1)[1]
+    idx = torch.topk(uncertainty[:, 0, :], k=num_uncertain, dim=1, sorted=False)[1]  # order is irrelevant
     coords = torch.gather(coords, 1, idx[..., None].expand(-1, -1, 2))
     if num_random > 0:
         extra = torch.rand(m, num_random, 2, device=mask_logits.device, dtype=mask_logits.dtype)
@@ -78,11 +126,12 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float | to
 
 
 def pairwise_sigmoid_ce_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy of every prediction `(Q, P)` against every target `(G, P)` → `(Q, G)`."""
+    """Mean binary cross-entropy of every prediction `(Q, P)` against every target `(G, P)` → `(Q, G)`.
+
+    `BCE(x, t) = softplus(x) - x t` for a target `t` in [0, 1], so the pairwise sum is one matmul.
+    """
     num_points = logits.shape[1]
-    pos = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits), reduction="none")
-    neg = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="none")
-    return (pos @ targets.T + neg @ (1 - targets).T) / num_points
+    return (F.softplus(logits).sum(-1, keepdim=True) - logits @ targets.T) / num_points
 
 
 def pairwise_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -153,10 +202,14 @@ class MaskClassificationLoss(nn.Module):
         return F.cross_entropy(cls_logits.float().transpose(1, 2), target, weight=weight.float())
 
     def mask_losses(
-        self, pred_masks: torch.Tensor, target_masks: torch.Tensor, num_masks: torch.Tensor,
+        self,
+        pred_masks: torch.Tensor,
+        target_masks: torch.Tensor | Callable[[torch.Tensor], torch.Tensor],
+        num_masks: torch.Tensor,
         point_coords: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Point BCE and Dice of matched `(M, h, w)` logits against `(M, H, W)` binary masks.
+        """Point BCE and Dice of matched `(M, h, w)` logits against `(M, H, W)` binary masks (or a
+        function giving the targets `(M, P)` at points `(M, P, 2)`).
 
         `point_coords` `(M, P, 2)` replaces the uncertainty sampling (e.g. every pixel centre).
         """
@@ -167,7 +220,10 @@ class MaskClassificationLoss(nn.Module):
                     pred_masks, self.num_points, self.oversample_ratio, self.importance_sample_ratio
                 )
         with torch.no_grad():
-            point_labels = point_sample(target_masks[:, None].to(pred_masks.dtype), point_coords)[:, 0]
+            if callable(target_masks):
+                point_labels = target_masks(point_coords).to(pred_masks.dtype)
+            else:
+                point_labels = point_sample(target_masks[:, None].to(pred_masks.dtype), point_coords)[:, 0]
         point_logits = point_sample(pred_masks, point_coords)[:, 0]
         return (
             sigmoid_ce_loss(point_logits, point_labels, num_masks),
@@ -179,7 +235,8 @@ class MaskClassificationLoss(nn.Module):
         cls_logits: torch.Tensor,
         mask_logits: torch.Tensor,
         gt_labels: Sequence[torch.Tensor],
-        gt_masks: Sequence[torch.Tensor],
+        gt_masks: Sequence[torch.Tensor] | None = None,
+        gt_sem_seg: Sequence[torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Weighted `loss_cls`, `loss_mask`, `loss_dice` of one layer.
 
@@ -187,10 +244,20 @@ class MaskClassificationLoss(nn.Module):
             cls_logits: `(N, Q, C + 1)`.
             mask_logits: `(N, Q, h, w)`.
             gt_labels: per image, `(G_i,)` class indices.
-            gt_masks: per image, `(G_i, H, W)` binary masks (H, W may differ from h, w).
+            gt_masks: per image, `(G_i, H, W)` binary masks (H, W may differ from h, w); or
+            gt_sem_seg: per image, the `(H, W)` label map whose masks `== gt_labels[i][j]` are the
+                targets (semantic segmentation: read at the points, never built).
         """
+        if (gt_masks is None) == (gt_sem_seg is None):
+            raise ValueError("MaskClassificationLoss: give gt_masks or gt_sem_seg (one of them)")
         indices = [
-            self.matcher(cls_logits[i], mask_logits[i], gt_labels[i], gt_masks[i])
+            self.matcher(
+                cls_logits[i],
+                mask_logits[i],
+                gt_labels[i],
+                None if gt_masks is None else gt_masks[i],
+                gt_sem_seg=None if gt_sem_seg is None else gt_sem_seg[i],
+            )
             for i in range(len(gt_labels))
         ]
         num_masks = num_masks_across_processes(sum(len(lab) for lab in gt_labels), mask_logits.device)
@@ -202,10 +269,22 @@ class MaskClassificationLoss(nn.Module):
             loss_mask, loss_dice = zero, zero
         else:
             pred = mask_logits[batch_idx.to(mask_logits.device), query_idx.to(mask_logits.device)]
-            target = torch.cat(
-                [gt_masks[i][gt_idx.to(gt_masks[i].device)] for i, (_, gt_idx) in enumerate(indices)]
-            )
-            loss_mask, loss_dice = self.mask_losses(pred, target.to(pred.device), num_masks)
+            if gt_masks is not None:
+                target = torch.cat(
+                    [gt_masks[i][gt_idx.to(gt_masks[i].device)] for i, (_, gt_idx) in enumerate(indices)]
+                )
+                loss_mask, loss_dice = self.mask_losses(pred, target.to(pred.device), num_masks)
+            else:
+                sizes = [len(gt_idx) for _, gt_idx in indices]
+
+                def targets(points: torch.Tensor) -> torch.Tensor:  # (M, P, 2) → (M, P), image by image
+                    parts = [
+                        sample_class_masks(gt_sem_seg[i], gt_labels[i][gt_idx.to(gt_labels[i].device)], pts)
+                        for i, ((_, gt_idx), pts) in enumerate(zip(indices, points.split(sizes)))
+                    ]
+                    return torch.cat(parts)
+
+                loss_mask, loss_dice = self.mask_losses(pred, targets, num_masks)
         return {
             "loss_cls": self.class_weight * loss_cls,
             "loss_mask": self.mask_weight * loss_mask,

@@ -13,7 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from segaccel.models.losses.mask_losses import pairwise_dice_cost, pairwise_sigmoid_ce_cost, point_sample
+from segaccel.models.losses.mask_losses import (
+    pairwise_dice_cost,
+    pairwise_sigmoid_ce_cost,
+    point_sample,
+    sample_class_masks,
+)
 
 
 def linear_assignment(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,8 +63,9 @@ class HungarianMatcher(nn.Module):
         cls_logits: torch.Tensor,
         mask_logits: torch.Tensor,
         gt_labels: torch.Tensor,
-        gt_masks: torch.Tensor,
+        gt_masks: torch.Tensor | None,
         point_coords: torch.Tensor | None = None,
+        gt_sem_seg: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`(Q, G)` costs of one image.
 
@@ -67,16 +73,22 @@ class HungarianMatcher(nn.Module):
             cls_logits: `(Q, C + 1)`, the last class being "no object".
             mask_logits: `(Q, h, w)`.
             gt_labels: `(G,)` class indices.
-            gt_masks: `(G, H, W)` binary masks (any resolution: points are in normalised coordinates).
+            gt_masks: `(G, H, W)` binary masks (any resolution: points are in normalised coordinates),
+                or None with
+            gt_sem_seg: an `(H, W)` label map: the masks `== gt_labels[j]`, read at the points.
             point_coords: `(P, 2)` points `(x, y)` in `[0, 1]`; default `num_points` uniform random ones.
         """
         if point_coords is None:
             point_coords = torch.rand(self.num_points, 2, device=mask_logits.device)
         point_coords = point_coords.to(mask_logits.dtype)
         cost_class = -cls_logits.softmax(-1)[:, gt_labels]
-        q, g = mask_logits.shape[0], gt_masks.shape[0]
+        q, g = mask_logits.shape[0], gt_labels.shape[0]
         pred = point_sample(mask_logits[:, None], point_coords[None].expand(q, -1, -1))[:, 0]
-        target = point_sample(gt_masks[:, None].to(pred.dtype), point_coords[None].expand(g, -1, -1))[:, 0]
+        if gt_sem_seg is not None:
+            target = sample_class_masks(gt_sem_seg, gt_labels, point_coords).to(pred.dtype)
+        else:
+            points = point_coords[None].expand(g, -1, -1)
+            target = point_sample(gt_masks[:, None].to(pred.dtype), points)[:, 0]
         return (
             self.cost_class * cost_class
             + self.cost_mask * pairwise_sigmoid_ce_cost(pred, target)
@@ -89,14 +101,17 @@ class HungarianMatcher(nn.Module):
         cls_logits: torch.Tensor,
         mask_logits: torch.Tensor,
         gt_labels: torch.Tensor,
-        gt_masks: torch.Tensor,
+        gt_masks: torch.Tensor | None,
         point_coords: torch.Tensor | None = None,
+        gt_sem_seg: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`(query_idx, gt_idx)` of one image: `min(Q, G)` pairs (see `cost_matrix` for the arguments)."""
         if gt_labels.numel() == 0:
             empty = torch.zeros(0, dtype=torch.int64)
             return empty, empty
-        cost = self.cost_matrix(cls_logits.float(), mask_logits.float(), gt_labels, gt_masks, point_coords)
+        cost = self.cost_matrix(
+            cls_logits.float(), mask_logits.float(), gt_labels, gt_masks, point_coords, gt_sem_seg
+        )
         return linear_assignment(cost)
 
     def extra_repr(self) -> str:
