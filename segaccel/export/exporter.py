@@ -153,7 +153,7 @@ def trace(graph: ExportGraph, example_hw: Sequence[int], channels: int = 3) -> t
             raise ExportError(f"torch.export failed for a dynamic batch, height and width: {exc}") from exc
     shape = _input_shape(program)
     names = ("batch", "channels", "height", "width")
-    pinned = [n for n, dim in zip(names, shape) if isinstance(dim, int) and n != "channels"]
+    pinned = [n for n, dim in zip(names, shape) if _static(dim) is not None and n != "channels"]
     if pinned:
         raise ExportError(
             f"the model's code pins the input {' and '.join(pinned)} to the traced size {tuple(shape)}: "
@@ -242,8 +242,8 @@ def export_config(
         "test_cfg": source.get("test_cfg") or {"mode": "whole"},
         "test_pipeline": source.get("test_pipeline"),
         "data_preprocessor": {
-            "mean": pre.mean.flatten().tolist() if getattr(pre, "normalize", True) else None,
-            "std": pre.std.flatten().tolist() if getattr(pre, "normalize", True) else None,
+            "mean": pre_cfg.get("mean"),
+            "std": pre_cfg.get("std"),
             "channel_order": getattr(pre, "channel_order", "rgb"),
             "pad_val": float(getattr(pre, "pad_val", 0)),
             "test_cfg": pre_cfg.get("test_cfg"),
@@ -286,14 +286,22 @@ def _input_shape(program: torch.export.ExportedProgram) -> list[int | torch.SymI
     return list(node.meta["val"].shape)
 
 
+def _static(dim: int | torch.SymInt) -> int | None:
+    """The size of a traced dimension when it is a constant (pinned), else None."""
+    if isinstance(dim, int):
+        return dim
+    expr = dim.node.expr
+    return int(expr) if expr.is_number else None
+
+
 def _input_range(program: torch.export.ExportedProgram) -> dict[str, list[int | None]]:
     """`{batch, height, width: [min, max]}` of the traced program (`max` None when unbounded)."""
     out = {}
     for name, dim in zip(("batch", "channels", "height", "width"), _input_shape(program)):
         if name == "channels":
             continue
-        if isinstance(dim, int):
-            out[name] = [dim, dim]
+        if _static(dim) is not None:
+            out[name] = [_static(dim), _static(dim)]
             continue
         bounds = program.range_constraints.get(dim.node.expr)
         lower = int(bounds.lower) if bounds is not None else 1
