@@ -320,6 +320,10 @@ def _min_input_size(model: torch.nn.Module) -> tuple[int, int] | None:
 
 
 def _default_size(min_hw: Sequence[int] | None, which: int) -> tuple[int, int]:
-    """Two different non-square sizes the network takes (h < w, then h > w): traced, then checked."""
-    base = max(64, *(min_hw or (0,)))
+    """Two different non-square sizes the network takes (h < w, then h > w): traced, then checked.
+
+    Large enough that no count the network derives from the size is 1 at the traced size (Swin's
+    windows per row at stride 32, say): the tracer would take such a 1 for a constant (a broadcast).
+    """
+    base = max(512, *(min_hw or (0,)))
     return (base + 32, base + 64) if which == 0 else (base + 56, base + 40)
