@@ -159,6 +159,13 @@ def trace(graph: ExportGraph, example_hw: Sequence[int], channels: int = 3) -> t
             f"the model's code pins the input {' and '.join(pinned)} to the traced size {tuple(shape)}: "
             "rewrite the size-dependent code (no int() of a size, no Python branch on a size) to export it"
         )
+    bounded = {k: v for k, v in _input_range(program).items() if k != "batch" and v[1] is not None}
+    if bounded:
+        ranges = ", ".join(f"{k} {lo}..{hi}" for k, (lo, hi) in bounded.items())
+        raise ExportError(
+            f"the model's code limits the input to {ranges} around the traced size {tuple(shape)}: a size "
+            "derived from the input is turned into a Python int (int(), torch.tensor of sizes) somewhere"
+        )
     return program
 
 
