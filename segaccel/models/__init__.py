@@ -40,16 +40,16 @@ MODELS.register(Segmentor, name="EncoderDecoder")
 MODELS.register(DiceLoss, FocalLoss, LovaszLoss, TverskyLoss, OHEMPixelSampler)
 MODELS.register(FCNHead, PSPHead, ASPPHead, DepthwiseSeparableASPPHead, UPerHead, FPN)
 MODELS.register(TimmBackbone)
-MODELS.register(ResNet, ResNetV1c, ResNetV1d, SwinTransformer, ConvNeXt)
 MODELS.register(BNHead, DPTHead, MultiLevelNeck)
+MODELS.register(ResNet, ResNetV1c, ResNetV1d, SwinTransformer, ConvNeXt)
 MODELS.register(SegTTAModel)
 MODELS.register(Mask2FormerHead, MaskClassificationLoss, HungarianMatcher)
 MODELS.register(EoMTHead)
 
 __all__ = [
     "ASPPHead",
-    "ConvNeXt",
     "BNHead",
+    "ConvNeXt",
     "CrossEntropyLoss",
     "DPTHead",
     "DepthwiseSeparableASPPHead",

@@ -234,7 +234,8 @@ class EoMTHead(MaskClassificationHead):
         for i, block in enumerate(vit.blocks):
             mask = None
             if i == first:
-                x = torch.cat([self.q.weight[None].expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+                queries = self.q.weight.unsqueeze(0).repeat(x.shape[0], 1, 1).to(x.dtype)
+                x = torch.cat([queries, x], dim=1)
             if i >= first and self.masked_attn_enabled:
                 prob = self.attn_mask_probs[i - first]
                 if self.training or prob > 0:

@@ -177,8 +177,8 @@ class Mask2FormerHead(MaskClassificationHead):
             pos = self.decoder_positional_encoding(n, h, w, x.device, x.dtype)
             key_pos.append(pos.flatten(2).transpose(1, 2))
             sizes.append((int(h), int(w)))
-        query = self.query_feat.weight[None].expand(n, -1, -1)
-        query_pos = self.query_embed.weight[None].expand(n, -1, -1)
+        query = self.query_feat.weight.unsqueeze(0).repeat(n, 1, 1)  # (repeat: no view of a parameter)
+        query_pos = self.query_embed.weight.unsqueeze(0).repeat(n, 1, 1)
         cls_scores, mask_preds, attn_mask = self._forward_head(query, mask_features, sizes[0])
         all_cls_scores, all_mask_preds = [cls_scores], [mask_preds]
         for i, layer in enumerate(self.transformer_decoder.layers):

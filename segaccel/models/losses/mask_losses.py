@@ -61,27 +61,21 @@ def sample_class_masks(
     wx1 = fx * ((x1 >= 0) & (x1 < w))
     wy0 = (1 - fy) * ((y0 >= 0) & (y0 < h))
     wy1 = fy * ((y1 >= 0) & (y1 < h))
-    xs = (x0.clamp(0, w - 1), x1.clamp(0, w - 1))
-    ys = (y0.clamp(0, h - 1) * w, y1.clamp(0, h - 1) * w)
-    corners = [
-        (ys[0] + xs[0], wy0 * wx0),
-        (ys[0] + xs[1], wy0 * wx1),
-        (ys[1] + xs[0], wy1 * wx0),
-        (ys[1] + xs[1], wy1 * wx1),
-    ]
+    xs = (x0.clamp_(0, w - 1), x1.clamp_(0, w - 1))
+    ys = (y0.clamp_(0, h - 1).mul_(w), y1.clamp_(0, h - 1).mul_(w))
+    corners = ((0, 0, wy0, wx0), (0, 1, wy0, wx1), (1, 0, wy1, wx0), (1, 1, wy1, wx1))
     if point_coords.dim() == 2:  # shared points: scatter each point's 4 weights into its classes' columns
         top = max(int(flat.max()), int(classes.max()) if classes.numel() else 0)
         slot = torch.full((top + 1,), len(classes), dtype=torch.long, device=flat.device)  # else: a spare
         slot[classes] = torch.arange(len(classes), device=flat.device)
-        index = torch.stack([slot[flat[i]] for i, _ in corners], dim=1)  # (P, 4)
-        weight = torch.stack([wgt for _, wgt in corners], dim=1)
+        index = torch.stack([slot[flat[ys[a] + xs[b]]] for a, b, _, _ in corners], dim=1)  # (P, 4)
+        weight = torch.stack([wy * wx for _, _, wy, wx in corners], dim=1)
         out = weight.new_zeros(weight.shape[0], len(classes) + 1).scatter_add_(1, index, weight)
         return out[:, :-1].T
     wanted = classes[:, None]
-    total = None
-    for i, weight in corners:
-        term = torch.where(flat[i] == wanted, weight, 0.0)
-        total = term if total is None else total + term
+    total = torch.zeros_like(fx)
+    for a, b, wy, wx in corners:  # one corner at a time: little memory
+        total += torch.where(flat[ys[a] + xs[b]] == wanted, wy * wx, 0.0)
     return total
 
 
