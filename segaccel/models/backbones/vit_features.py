@@ -56,8 +56,8 @@ def pad_to_patch(x: torch.Tensor, patch: tuple[int, int], mode: str = "corner") 
     """`(N, C, H, W)` zero-padded to `(N, C, ceil(H/p_h) p_h, ceil(W/p_w) p_w)` (`corner` or `center`)."""
     h, w = x.shape[-2:]
     pad_h, pad_w = -h % patch[0], -w % patch[1]
-    if pad_h == 0 and pad_w == 0:
-        return x
+    # no `return x` when both are 0: a branch on the size would make torch.export assume every input
+    # a multiple of the patch (a guard the ONNX graph does not keep), so the pad is always there
     if mode == "corner":
         return F.pad(x, (0, pad_w, 0, pad_h))
     return F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
