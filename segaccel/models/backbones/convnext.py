@@ -105,6 +105,9 @@ class ConvNeXt(nn.Module):
     supported.
     """
 
+    # The blocks FSDP shards as one unit each (Accelerate's TRANSFORMER_BASED_WRAP reads this).
+    _no_split_modules = ["ConvNeXtBlock"]
+
     def __init__(
         self,
         arch: str | dict[str, Sequence[int]] = "tiny",

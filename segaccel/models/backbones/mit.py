@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint as cp
 from torch import nn
 
 # Published MiT variants (MMSegmentation configs `segformer_mit-b*.py`); `embed_dims` is the width of
@@ -205,8 +206,10 @@ class TransformerEncoderLayer(nn.Module):
         qkv_bias: bool = True,
         sr_ratio: int = 1,
         eps: float = 1e-6,
+        with_cp: bool = False,
     ) -> None:
         super().__init__()
+        self.with_cp = with_cp
         self.norm1 = nn.LayerNorm(embed_dims, eps=eps)
         self.attn = EfficientMultiheadAttention(
             embed_dims,
@@ -222,8 +225,15 @@ class TransformerEncoderLayer(nn.Module):
         self.ffn = MixFFN(embed_dims, feedforward_channels, ffn_drop=drop_rate, drop_path=drop_path_rate)
 
     def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> torch.Tensor:
-        x = self.attn(self.norm1(x), hw_shape, identity=x)
-        return self.ffn(self.norm2(x), hw_shape, identity=x)
+        def inner(x: torch.Tensor) -> torch.Tensor:
+            x = self.attn(self.norm1(x), hw_shape, identity=x)
+            return self.ffn(self.norm2(x), hw_shape, identity=x)
+
+        # Activation checkpointing: the block's activations are recomputed in the backward (same
+        # dropout/drop-path draws: the RNG state is replayed) instead of kept.
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(inner, x, use_reentrant=False)
+        return inner(x)
 
 
 class MixVisionTransformer(nn.Module):
@@ -240,8 +250,12 @@ class MixVisionTransformer(nn.Module):
     `layer_norm_eps` is 1e-6 in MMSegmentation and 1e-5 in transformers; it must match the
     checkpoint's family. `pretrained` is a local `.safetensors` (or `.pth`/`.bin`, loaded with
     `weights_only=True`) holding this module's state dict (a `backbone.` prefix is accepted); it is
-    loaded strictly after initialisation.
+    loaded strictly after initialisation. `with_cp`: activation checkpointing of every block (less
+    memory, one more forward of each block in the backward; MMSegmentation's name).
     """
+
+    # The blocks FSDP shards as one unit each (Accelerate's TRANSFORMER_BASED_WRAP reads this).
+    _no_split_modules = ["TransformerEncoderLayer"]
 
     def __init__(
         self,
@@ -262,6 +276,7 @@ class MixVisionTransformer(nn.Module):
         layer_norm_eps: float = 1e-6,
         pretrained: str | None = None,
         arch: str | None = None,
+        with_cp: bool = False,
     ) -> None:
         super().__init__()
         if arch is not None:
@@ -322,6 +337,7 @@ class MixVisionTransformer(nn.Module):
                     qkv_bias=qkv_bias,
                     sr_ratio=sr_ratios[i],
                     eps=layer_norm_eps,
+                    with_cp=with_cp,
                 )
                 for j in range(depth)
             )

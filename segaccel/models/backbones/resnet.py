@@ -18,7 +18,8 @@ renamed to ours (see `segaccel.convert.backbones`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -35,6 +36,36 @@ _BN = {"type": "BN", "requires_grad": True}
 
 def _norm_layer(norm_cfg: dict[str, Any], channels: int) -> nn.Module:
     return build_norm(norm_cfg, channels)
+
+
+def checkpoint_block(
+    block: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
+    """`fn(x)` under activation checkpointing, its recomputation leaving BN running statistics alone.
+
+    The backward recomputes the block's forward; BN layers in training mode would update their
+    running mean/var (and batch count) a second time there, so `with_cp` would change the
+    statistics. They are put back as the first forward left them once the recomputation is done.
+    """
+    norms = [
+        m
+        for m in block.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+    ]
+
+    @contextlib.contextmanager
+    def keep_statistics() -> Iterator[None]:
+        saved = [[t.clone() for t in (m.running_mean, m.running_var, m.num_batches_tracked)] for m in norms]
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for m, (mean, var, count) in zip(norms, saved):
+                    m.running_mean.copy_(mean), m.running_var.copy_(var), m.num_batches_tracked.copy_(count)
+
+    return cp.checkpoint(
+        fn, x, use_reentrant=False, context_fn=lambda: (contextlib.nullcontext(), keep_statistics())
+    )
 
 
 class BasicBlock(nn.Module):
@@ -70,7 +101,7 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.with_cp and x.requires_grad:
-            out = cp.checkpoint(self._inner_forward, x, use_reentrant=False)
+            out = checkpoint_block(self, self._inner_forward, x)
         else:
             out = self._inner_forward(x)
         return self.relu(out)
@@ -115,7 +146,7 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.with_cp and x.requires_grad:
-            out = cp.checkpoint(self._inner_forward, x, use_reentrant=False)
+            out = checkpoint_block(self, self._inner_forward, x)
         else:
             out = self._inner_forward(x)
         return self.relu(out)
@@ -185,6 +216,9 @@ class ResNet(nn.Module):
         zero_init_residual: the last norm of every block starts at 0 (each block starts as identity).
         pretrained: weights to start from (see the module docstring); None: random init.
     """
+
+    # The blocks FSDP shards as one unit each (Accelerate's TRANSFORMER_BASED_WRAP reads this).
+    _no_split_modules = ["BasicBlock", "Bottleneck"]
 
     arch_settings: dict[int, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, ...]]] = {
         18: (BasicBlock, (2, 2, 2, 2)),

@@ -309,6 +309,9 @@ class SwinTransformer(nn.Module):
     `pretrained`: see the module docstring.
     """
 
+    # The blocks FSDP shards as one unit each (Accelerate's TRANSFORMER_BASED_WRAP reads this).
+    _no_split_modules = ["SwinBlock"]
+
     def __init__(
         self,
         pretrain_img_size: int | Sequence[int] = 224,

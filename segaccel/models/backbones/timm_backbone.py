@@ -153,6 +153,10 @@ class TimmBackbone(nn.Module):
         self.with_cp = bool(with_cp)
         if self.with_cp:
             self.timm_model.set_grad_checkpointing(True)
+        # The blocks FSDP shards as one unit each (Accelerate's TRANSFORMER_BASED_WRAP reads this):
+        # the classes of timm's `blocks` (ViT `Block`, EVA `EvaBlock`, ...) or stages.
+        units = getattr(self.timm_model, "blocks", None) or getattr(self.timm_model, "stages", None) or []
+        self._no_split_modules = sorted({type(m).__name__ for m in units})
 
     def _init_vit(
         self, out_indices: Sequence[int], with_cls_token: bool, final_norm: bool, patch_padding: str
