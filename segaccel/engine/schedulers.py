@@ -4,16 +4,26 @@ A config's `param_scheduler` is a list; each entry is active on `[begin, end)` o
 transforms the learning rate left by the entries before it (MMEngine chains them the same way).
 Before `begin` an entry does nothing; from `end` on it holds its final value. Every value is a
 closed form of the iteration, so the rate at any step is exact and resume needs only the step.
+
+`end: max_iters` (or no `end`) means "the end of training", as MMSegmentation writes
+`end=max_iters`: the schedule follows `train_cfg.max_iters=N`. `begin`/`end` may also be written
+`max_iters - K`. A schedule whose last entry ends before or after `max_iters` is built as written, with
+a warning naming the keys (`schedule_length_warnings`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 from typing import Any
 
 import torch
 
-from segaccel.registry import SCHEDULERS
+from segaccel.registry import SCHEDULERS, ConfigError
+
+logger = logging.getLogger(__name__)
+_RELATIVE = re.compile(r"^\s*max_iters\s*(?:([-+])\s*(\d+)\s*)?$")
 
 
 class _IterSchedule:
@@ -183,10 +193,77 @@ class IterLRScheduler:
 def build_lr_scheduler(
     optimizer: torch.optim.Optimizer, param_scheduler: list[dict] | dict | None, max_iters: int
 ) -> IterLRScheduler:
-    """Build the chained schedule of a config's `param_scheduler` list."""
-    if param_scheduler is None:
-        param_scheduler = []
-    if isinstance(param_scheduler, dict):
-        param_scheduler = [param_scheduler]
-    schedules = [SCHEDULERS.build(cfg, key=f"param_scheduler.{i}") for i, cfg in enumerate(param_scheduler)]
+    """Build the chained schedule of a config's `param_scheduler` list (`max_iters` in `begin`/`end`
+    resolved to the run's length); warns when the schedule does not end at `max_iters`."""
+    entries = resolve_schedule(param_scheduler, max_iters)
+    for message in schedule_length_warnings(param_scheduler, max_iters):
+        logger.warning(message)
+    schedules = [SCHEDULERS.build(cfg, key=f"param_scheduler.{i}") for i, cfg in enumerate(entries)]
     return IterLRScheduler(optimizer, schedules, max_iters)
+
+
+def _entries(param_scheduler: list[dict] | dict | None) -> list[dict]:
+    if param_scheduler is None:
+        return []
+    return [param_scheduler] if isinstance(param_scheduler, dict) else list(param_scheduler)
+
+
+def resolve_iteration(value: Any, max_iters: int, key: str) -> int | None:
+    """An entry's `begin`/`end` as an iteration: ints as written, `max_iters` (± K) from the run."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    match = _RELATIVE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ConfigError(
+            f"{key}: {value!r} is not an iteration (an integer, `max_iters` or `max_iters - K`)"
+        )
+    sign, k = match.groups()
+    return max_iters + (0 if k is None else int(k) * (1 if sign == "+" else -1))
+
+
+def resolve_schedule(param_scheduler: list[dict] | dict | None, max_iters: int) -> list[dict]:
+    """The `param_scheduler` entries with `begin`/`end` as iterations of a run of `max_iters`."""
+    out = []
+    for i, entry in enumerate(_entries(param_scheduler)):
+        entry = dict(entry)
+        for name in ("begin", "end"):
+            if name in entry:
+                entry[name] = resolve_iteration(entry[name], max_iters, f"param_scheduler.{i}.{name}")
+        out.append(entry)
+    return out
+
+
+def schedule_length_warnings(param_scheduler: list[dict] | dict | None, max_iters: int) -> list[str]:
+    """Why the schedule does not fit a run of `max_iters`, naming the keys; empty when it fits.
+
+    Entries ending after `max_iters` never finish (the rate never reaches their end value); a
+    schedule whose last entry ends before `max_iters` holds its final rate for the rest of the run;
+    an entry beginning at or after `max_iters` never acts. `end: max_iters` (or none) always fits.
+    """
+    entries = resolve_schedule(param_scheduler, max_iters)
+    if not entries or max_iters <= 0:
+        return []
+    messages = []
+    ends = [(i, e.get("end") if e.get("end") is not None else max_iters) for i, e in enumerate(entries)]
+    late = [f"param_scheduler.{i}.end={end}" for i, end in ends if end > max_iters]
+    if late:
+        messages.append(
+            f"{', '.join(late)} after train_cfg.max_iters={max_iters}: that part of the schedule never "
+            "finishes (write `end: max_iters` for a schedule that follows the run's length)"
+        )
+    last = max(end for _, end in ends)
+    if last < max_iters:
+        named = ", ".join(f"param_scheduler.{i}.end={end}" for i, end in ends if end == last)
+        messages.append(
+            f"the schedule ends at {named}, before train_cfg.max_iters={max_iters}: the learning rate "
+            f"stays at its final value for the last {max_iters - last} iterations (write `end: max_iters` "
+            "for a schedule that follows the run's length)"
+        )
+    idle = [
+        f"param_scheduler.{i}.begin={e['begin']}"
+        for i, e in enumerate(entries)
+        if (e.get("begin") or 0) >= max_iters
+    ]
+    if idle:
+        messages.append(f"{', '.join(idle)} at or after train_cfg.max_iters={max_iters}: never applied")
+    return messages

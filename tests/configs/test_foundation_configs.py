@@ -104,7 +104,7 @@ def test_dinov2_recipes_are_dinov2s():
     }
     assert linear["param_scheduler"] == [
         {"type": "LinearLR", "start_factor": 1e-6, "begin": 0, "end": 1500},
-        {"type": "PolyLR", "eta_min": 0.0, "power": 1.0, "begin": 0, "end": 40000},
+        {"type": "PolyLR", "eta_min": 0.0, "power": 1.0, "begin": 0, "end": "max_iters"},
     ]
     assert linear["train_cfg"]["max_iters"] == 40000 and linear["train_dataloader"]["batch_size"] == 2
     backbone, head = linear["model"]["backbone"], linear["model"]["decode_head"]
@@ -136,7 +136,8 @@ def test_dpt_and_vit_recipes_are_mmsegmentations():
             "cls_token": {"decay_mult": 0.0},
             "norm": {"decay_mult": 0.0},
         }
-        poly = {"type": "PolyLR", "eta_min": 0.0, "power": 1.0, "begin": 1500, "end": iters}
+        poly = {"type": "PolyLR", "eta_min": 0.0, "power": 1.0, "begin": 1500, "end": "max_iters"}
+        assert cfg["train_cfg"]["max_iters"] == iters
         assert cfg["param_scheduler"][1] == poly
         assert cfg["model"]["backbone"]["out_indices"] == [2, 5, 8, 11]
         assert cfg["model"]["backbone"]["pretrained"] == "timm/vit_base_patch16_224.orig_in21k_ft_in1k"

@@ -96,7 +96,7 @@ def test_mask2former_recipe_is_mmsegmentations(name):
     embeddings = {"lr_mult": 1.0, "decay_mult": 0.0}
     assert keys["query_embed"] == keys["query_feat"] == keys["level_embed"] == embeddings
     assert opt["paramwise_cfg"]["norm_decay_mult"] == 0.0
-    poly = {"type": "PolyLR", "eta_min": 0.0, "power": 0.9, "begin": 0, "end": iters}
+    poly = {"type": "PolyLR", "eta_min": 0.0, "power": 0.9, "begin": 0, "end": "max_iters"}
     assert cfg["param_scheduler"] == [poly]
     assert cfg["train_cfg"]["max_iters"] == iters and cfg["train_dataloader"]["batch_size"] == 2
     head = cfg["model"]["decode_head"]

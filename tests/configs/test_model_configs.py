@@ -123,7 +123,7 @@ def test_segformer_schedule_and_optimizer_are_mmsegmentations(name):
     }
     assert cfg["param_scheduler"] == [
         {"type": "LinearLR", "start_factor": 1e-6, "begin": 0, "end": 1500},
-        {"type": "PolyLR", "eta_min": 0.0, "power": 1.0, "begin": 1500, "end": 160000},
+        {"type": "PolyLR", "eta_min": 0.0, "power": 1.0, "begin": 1500, "end": "max_iters"},
     ]
     assert cfg["train_cfg"]["max_iters"] == 160000
     batch = 1 if "cityscapes" in name else 2
@@ -140,7 +140,7 @@ def test_resnet_configs_use_the_80k_sgd_schedule(name):
         "weight_decay": 0.0005,
     }
     assert cfg["param_scheduler"] == [
-        {"type": "PolyLR", "eta_min": 1e-4, "power": 0.9, "begin": 0, "end": 80000}
+        {"type": "PolyLR", "eta_min": 1e-4, "power": 0.9, "begin": 0, "end": "max_iters"}
     ]
     backbone = cfg["model"]["backbone"]  # MMSegmentation's ResNetV1c, output stride 8
     assert backbone["type"] == "ResNetV1c" and backbone["depth"] == 50 and backbone["contract_dilation"]
