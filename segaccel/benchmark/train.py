@@ -5,6 +5,12 @@ pad, stack), forward in `loss` mode, backward of the summed losses, and an AdamW
 generated (random uint8 images of `--crop`, random labels) so no dataset is read. Each model is
 warmed up (`--warmup` steps) and then timed step by step (`--steps`); the median step counts.
 
+`--with-cp` and `--compile [MODE]` also measure our model with activation checkpointing (the
+backbone's `with_cp: true`) and compiled (`torch.compile`, inductor), from the same initial weights
+on the same batch: each row reports the largest difference of its per-step losses from ours and
+the time of its first warm-up step (where compilation happens); a variant's FLOPs are ours (the
+recomputation of checkpointed blocks is not counted as useful work).
+
 `--vs transformers` also measures transformers' twin: for SegFormer configs
 `SegformerForSemanticSegmentation` with the same architecture (random init, nothing downloaded), for
 Mask2Former configs on a ResNet-50 `Mask2FormerForUniversalSegmentation` with the same architecture
@@ -64,6 +70,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cfg-options", nargs="*", default=[], metavar="key=value", help="dotted config overrides"
     )
+    parser.add_argument(
+        "--with-cp",
+        action="store_true",
+        help="also measure the model with activation checkpointing (backbone with_cp: true, same weights)",
+    )
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="MODE",
+        help="also measure torch.compile of the model (mode: default, reduce-overhead, max-autotune, ...; "
+        "same weights); the first warm-up step, which compiles, is reported apart",
+    )
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend (--compile)")
 
 
 # --- building the models --------------------------------------------------------------------------
@@ -194,14 +215,22 @@ def make_step(
     batch: dict[str, Any],
     args: argparse.Namespace,
     device: torch.device,
+    losses: list[float] | None = None,
 ) -> Callable[[], None]:
-    """One full training step of `model` on `batch`: forward (autocast), backward, AdamW, zero_grad."""
+    """One full training step of `model` on `batch`: forward (autocast), backward, AdamW, zero_grad.
+
+    Each step's loss is appended to `losses` when given (read after the step: no sync inside it)."""
     model.train()
     optimizer = make_optimizer(model, args.optimizer)
     dtype = DTYPES[args.precision]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    count = [0]
 
     def step() -> None:
+        # Step k draws its dropout/drop-path masks from seed + k in every model, so the variants'
+        # losses are comparable step by step.
+        torch.manual_seed(args.seed + count[0])
+        count[0] += 1
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             loss = forward(batch)
         scaler.scale(loss).backward()
@@ -209,8 +238,20 @@ def make_step(
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         _sync(device)
+        if losses is not None:
+            losses.append(float(loss.detach()))
 
     return step
+
+
+def variants(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """`(row name, what changes)` for the variants of our model measured beside it, same weights."""
+    out = []
+    if args.with_cp:
+        out.append(("segaccel with_cp", {"with_cp": True}))
+    if args.compile:
+        out.append((f"segaccel compile ({args.compile})", {"compile": args.compile}))
+    return out
 
 
 def step_flops(
@@ -253,6 +294,27 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         return model, our_step(model, args.channels_last)
 
     candidates.append(("segaccel", ours))
+    reference: dict[str, torch.Tensor] = {}  # our model's initial weights, for the variants
+
+    for label, change in variants(args):
+
+        def variant(change: dict[str, Any] = change) -> tuple[torch.nn.Module, Callable]:
+            vcfg = dict(cfg)
+            if change.get("with_cp"):
+                vcfg["backbone"] = {**cfg["backbone"], "with_cp": True}
+            model = build_ours(vcfg)
+            model.load_state_dict(reference)
+            model = model.to(device, memory_format=memory_format)
+            if change.get("compile"):
+                # eager's random numbers in compiled code too (inductor has its own otherwise): the
+                # same dropout masks, so the losses compare
+                torch._inductor.config.fallback_random = True
+                mode = change["compile"]
+                mode = None if mode == "default" or args.compile_backend != "inductor" else mode
+                model.compile(mode=mode, backend=args.compile_backend)
+            return model, our_step(model, args.channels_last)
+
+        candidates.append((label, variant))
     if args.vs == "transformers":
         pre = cfg.get("data_preprocessor") or {}
         mean, std = pre["mean"], pre["std"]
@@ -274,16 +336,28 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     # Each model: warm-up, FLOPs and peak memory on its own; then the timed steps alternate between
     # the models (one step of each in turn), so a change in the machine's load hits both alike.
+    # Each model's losses, step by step: the variants (same weights, same batch) must give ours.
     steps, rows = [], []
     for name, build in candidates:
         model, forward = build()
-        step = make_step(model, forward, batch, args, device)
-        for _ in range(args.warmup):
+        if name == "segaccel" and not reference:
+            reference.update({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+        losses: list[float] = []
+        step = make_step(model, forward, batch, args, device, losses)
+        first = 0.0
+        for i in range(args.warmup):
+            start = time.perf_counter()
             step()
-        flops = None if args.no_flops else step_flops(forward, batch, args.precision, device)
+            first = time.perf_counter() - start if i == 0 else first
+        if name.startswith("segaccel ") and rows:  # a variant: the network's FLOPs are ours (a
+            flops = rows[0]["_flops"]  # recomputation is not useful work; compile changes none)
+        else:
+            flops = None if args.no_flops else step_flops(forward, batch, args.precision, device)
         memory = peak_memory_mib(step, device)
         steps.append(step)
-        rows.append({"model": name, "_flops": flops, "_memory": memory, "_times": []})
+        first = first if args.warmup else None
+        row = {"model": name, "_flops": flops, "_memory": memory, "_times": [], "_losses": losses}
+        rows.append({**row, "_first": first})
     for _ in range(args.steps):
         for step, row in zip(steps, rows):
             start = time.perf_counter()
@@ -306,8 +380,15 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if len(rows) > 1:
         for row in rows:
             row["step time vs segaccel"] = f"{row['_median'] / rows[0]['_median']:.2f}x"
+    ours_losses = rows[0]["_losses"]
     for row in rows:
         del row["_median"]
+        losses, first = row.pop("_losses"), row.pop("_first")
+        if any(v for _, v in variants(args)):
+            row["first step s"] = None if first is None else round(first, 2)
+            if row["model"].startswith("segaccel"):
+                diff = max((abs(a - b) for a, b in zip(losses, ours_losses)), default=None)
+                row["max |loss - segaccel's|"] = None if diff is None else f"{diff:.1e}"
 
     h, w = args.crop
     print(

@@ -61,3 +61,16 @@ def test_train_vs_transformers_side_by_side():
     rows = train.run(parse("--crop", "64", "64", "--num-classes", "4", "--vs", "transformers", "--no-flops"))
     assert [r["model"] for r in rows] == ["segaccel", "transformers"]
     assert all(r["images/s"] > 0 for r in rows)
+
+
+def test_with_cp_and_compile_variants_train_to_the_same_losses():
+    """Same weights, same batch, same dropout draws: activation checkpointing and torch.compile
+    (aot_eager here: inductor would compile C++ for minutes) give our losses step by step."""
+    args = ["--batch", "1", "--crop", "64", "96", "--num-classes", "5", "--steps", "2", "--no-flops"]
+    args += ["--with-cp", "--compile", "default", "--compile-backend", "aot_eager"]
+    rows = train.run(parse(*args))
+    assert [r["model"] for r in rows] == ["segaccel", "segaccel with_cp", "segaccel compile (default)"]
+    assert rows[0]["max |loss - segaccel's|"] == "0.0e+00"
+    for row in rows[1:]:
+        assert float(row["max |loss - segaccel's|"]) <= 1e-5
+        assert row["it/s"] > 0 and row["first step s"] > 0
