@@ -74,14 +74,25 @@ def adapt_sync_batchnorm(model: nn.Module, accelerator: Accelerator) -> nn.Modul
 
 
 def revert_sync_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every `nn.SyncBatchNorm` by an `nn.BatchNorm2d` with the same state."""
+    """Replace every `nn.SyncBatchNorm` by an `nn.BatchNorm2d` with the same state.
+
+    The new layer takes over the old one's parameters and buffers themselves (as torch's
+    `convert_sync_batchnorm` does the other way), so what was frozen stays frozen
+    (`requires_grad=False`: a frozen backbone, `norm_cfg.requires_grad: false`), its training/eval
+    mode is kept, and an optimizer or a weight tie made before still points at them.
+    """
     out = module
     if isinstance(module, nn.SyncBatchNorm):
         out = nn.BatchNorm2d(
             module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
         )
-        out.load_state_dict(module.state_dict())
+        if module.affine:
+            out.weight, out.bias = module.weight, module.bias
+        for name, buf in module.named_buffers(recurse=False):
+            setattr(out, name, buf)
         out.train(module.training)
+        if hasattr(module, "qconfig"):
+            out.qconfig = module.qconfig
     for name, child in module.named_children():
         out.add_module(name, revert_sync_batchnorm(child))
     return out

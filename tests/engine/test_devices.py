@@ -72,3 +72,36 @@ def test_sync_batchnorm_only_with_several_processes_on_cuda():
     # and a plain-BN model on one CPU process stays as it is, running on the CPU
     model = adapt_sync_batchnorm(model_with_sync_bn(), accelerator(1, "cpu")).train()
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 4, 6, 6)
+
+
+def test_reverting_sync_batchnorm_keeps_frozen_norms_frozen():
+    """A frozen backbone's norms (and `norm_cfg.requires_grad: false` ones) stay frozen and in eval
+    mode through SyncBN and back; the parameters are the same objects, so an optimizer built before
+    still holds them."""
+    from segaccel.models.backbones.resnet import ResNetV1c
+
+    net = ResNetV1c(depth=18, base_channels=4, stem_channels=8, frozen_stages=1).train()
+    frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+    assert {"layer1.0.bn1.weight", "stem.1.weight"} <= frozen and "layer2.0.bn1.weight" not in frozen
+
+    def eval_bn(model):
+        return {n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and not m.training}
+
+    eval_norms = eval_bn(net)
+    assert "layer1.0.bn1" in eval_norms and "layer2.0.bn1" not in eval_norms
+    params = dict(net.named_parameters())
+    synced = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    back = adapt_sync_batchnorm(synced, SimpleNamespace(num_processes=2, device=torch.device("cpu")))
+    norms = {n: m for n, m in back.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    assert norms and all(type(m) is nn.BatchNorm2d for m in norms.values())
+    assert {n for n, p in back.named_parameters() if not p.requires_grad} == frozen
+    assert all(p is params[n] for n, p in back.named_parameters())
+    assert {n for n, m in norms.items() if not m.training} == eval_norms
+    back.train()  # the backbone's own train() still keeps its frozen stages in eval mode
+    assert eval_bn(back) == eval_norms
+    # and an explicitly frozen norm (norm_cfg requires_grad: false) outside any frozen stage
+    sync = nn.SyncBatchNorm(4)
+    sync.weight.requires_grad_(False), sync.bias.requires_grad_(False)
+    one_cpu = SimpleNamespace(num_processes=1, device=torch.device("cpu"))
+    reverted = adapt_sync_batchnorm(nn.Sequential(sync), one_cpu)
+    assert not reverted[0].weight.requires_grad and not reverted[0].bias.requires_grad
