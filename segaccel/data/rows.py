@@ -20,8 +20,8 @@ from segaccel.data.transforms import Compose, LoadAnnotations, PackSegInputs, in
 logger = logging.getLogger(__name__)
 
 # Column names recognised without configuration, in order of preference.
-IMAGE_COLUMNS = ("image", "pixel_values")
-LABEL_COLUMNS = ("label", "annotation", "mask", "semantic_map")
+IMAGE_COLUMNS = ("image", "pixel_values", "img")
+LABEL_COLUMNS = ("label", "annotation", "mask", "semantic_map", "segmentation", "seg_map", "gt_seg_map")
 
 
 class SampleError(ValueError):
@@ -33,8 +33,9 @@ def resolve_columns(
 ) -> tuple[str, str | None]:
     """`(image_column, label_column)`: the configured names, else the first common name present.
 
-    Recognised: images `image`, `pixel_values`; labels `label`, `annotation`, `mask`,
-    `semantic_map`. `label_column: null` in the config means no labels (inference).
+    Recognised: images `image`, `pixel_values`, `img`; labels `label`, `annotation`, `mask`,
+    `semantic_map`, `segmentation`, `seg_map`, `gt_seg_map`. `label_column: null` in the config
+    means no labels (inference).
     """
     columns = list(column_names or [])
     image_column = dataset_cfg.get("image_column")

@@ -79,6 +79,15 @@ def model_config(cfg: dict[str, Any], dataset_id2label: dict[int, str] | None = 
                 f"classes ({list(id2label.values())[:6]}...)"
             )
         model_cfg["id2label"] = id2label
+    if num_classes is None and get_path(model_cfg, "decode_head") is not None:  # `null`: from the data
+        if not id2label:
+            raise ConfigError(
+                "model.decode_head.num_classes is null and the dataset names no classes (no id2label.json, "
+                "no ClassLabel feature): set dataset.id2label (a JSON file or a list of names) or "
+                "model.decode_head.num_classes"
+            )
+        num_classes = len(id2label)
+        _set_num_classes(model_cfg, num_classes)
     n = num_classes or (len(id2label) if id2label else 2)
     palette = model_cfg.get("palette") or get_path(cfg, "train_dataloader.dataset.palette")
     model_cfg["palette"] = palette or get_palette(n)
@@ -89,6 +98,14 @@ def model_config(cfg: dict[str, Any], dataset_id2label: dict[int, str] | None = 
                 model_cfg["test_pipeline"] = copy.deepcopy(pipeline)
                 break
     return to_plain(model_cfg)
+
+
+def _set_num_classes(model_cfg: dict[str, Any], num_classes: int) -> None:
+    """Heads whose `num_classes` is null take the data's class count."""
+    aux = model_cfg.get("auxiliary_head")
+    for head in [model_cfg.get("decode_head"), *(aux if isinstance(aux, list) else [aux])]:
+        if isinstance(head, dict) and head.get("num_classes", 0) is None:
+            head["num_classes"] = num_classes
 
 
 def build_evaluator(cfg: dict[str, Any], key: str, model: Any) -> Any:
