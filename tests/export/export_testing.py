@@ -1,7 +1,8 @@
 """Tiny models of every shipped family, small enough to export and run on a CPU in seconds.
 
-Each is the family's base config (`configs/_base_/models/...`) with narrow, shallow parts and no
-auxiliary head; BatchNorm statistics are randomised so a random model predicts several classes.
+Each is the family's base config (`configs/_base_/models/...`; DINOv3: its shipped config) with narrow,
+shallow parts and no auxiliary head; BatchNorm statistics are randomised so a random model predicts
+several classes.
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ from segaccel.config import load_config
 from segaccel.models import Segmentor
 
 ROOT = Path(__file__).resolve().parents[2]
-BASES = {
-    "segformer": "segformer_mit-b0.yaml",
-    "fcn": "fcn_r50-d8.yaml",
-    "pspnet": "pspnet_r50-d8.yaml",
-    "deeplabv3": "deeplabv3_r50-d8.yaml",
-    "deeplabv3plus": "deeplabv3plus_r50-d8.yaml",
-    "upernet-swin": "upernet_swin.yaml",
-    "upernet-convnext": "upernet_convnext.yaml",
+BASES = {  # the config whose `model` each family starts from, relative to configs/
+    "segformer": "_base_/models/segformer_mit-b0.yaml",
+    "fcn": "_base_/models/fcn_r50-d8.yaml",
+    "pspnet": "_base_/models/pspnet_r50-d8.yaml",
+    "deeplabv3": "_base_/models/deeplabv3_r50-d8.yaml",
+    "deeplabv3plus": "_base_/models/deeplabv3plus_r50-d8.yaml",
+    "upernet-swin": "_base_/models/upernet_swin.yaml",
+    "upernet-convnext": "_base_/models/upernet_convnext.yaml",
+    "dinov2": "_base_/models/dinov2_bnhead.yaml",
+    "dinov3": "dinov3/dinov3_vit-s16_linear_8xb2-40k_ade20k-512x512.yaml",
+    "dpt": "_base_/models/dpt_vit-b16.yaml",
+    "upernet-vit": "_base_/models/upernet_vit-b16_mln.yaml",
 }
 NUM_CLASSES = 5
 RESNET_D8 = {  # MMSegmentation's ResNetV1c-D8 layout (dilated last stages), narrow and shallow
@@ -40,7 +45,7 @@ RESNET_D8 = {  # MMSegmentation's ResNetV1c-D8 layout (dilated last stages), nar
 
 def tiny_cfg(family: str) -> dict[str, Any]:
     """The family's base model config, shrunk (see the module docstring)."""
-    cfg = load_config(ROOT / "configs" / "_base_" / "models" / BASES[family])["model"]
+    cfg = load_config(ROOT / "configs" / BASES[family])["model"]
     cfg.pop("type", None)
     cfg["auxiliary_head"] = None
     head = cfg["decode_head"]
@@ -72,8 +77,44 @@ def tiny_cfg(family: str) -> dict[str, Any]:
             "drop_path_rate": 0.0,
         }
         head.update(in_channels=[8, 16, 32, 64], channels=8)
+    elif family in VIT_FAMILIES:
+        _shrink_vit(family, cfg["backbone"], head, cfg.get("neck"))
     cfg["id2label"] = {i: f"class_{i}" for i in range(NUM_CLASSES)}
     return cfg
+
+
+VIT_FAMILIES = ("dinov2", "dinov3", "dpt", "upernet-vit")
+VIT_DIM = 32
+
+
+def _shrink_vit(
+    family: str, backbone: dict[str, Any], head: dict[str, Any], neck: dict[str, Any] | None
+) -> None:
+    """The shipped ViT config's model (timm architecture, padding, class token, neck, head) with a
+    narrow ViT of at most 4 blocks, random weights."""
+    depth = 2 if family in ("dinov2", "dinov3") else 4
+    shrink = {"depth": depth, "embed_dim": VIT_DIM, "num_heads": 2}
+    backbone.update(pretrained=None, drop_path_rate=0.0)
+    backbone["model_kwargs"] = {**backbone.get("model_kwargs", {}), **shrink}
+    if family == "dinov2":  # DINOv2 with registers; the multi-layer BNHead (levels concatenated)
+        backbone.update(model_name="vit_small_patch14_reg4_dinov2", out_indices=[0, 1])
+        head.update(in_channels=[VIT_DIM] * 2, in_index=[0, 1], channels=2 * VIT_DIM)
+    elif family == "dinov3":  # the last block, final norm, linear head (RoPE, storage tokens)
+        head.update(in_channels=[VIT_DIM], channels=VIT_DIM)
+        backbone["out_indices"] = [-1]
+    elif family == "dpt":  # [patch, cls] per level
+        backbone["out_indices"] = [0, 1, 2, 3]
+        head.update(
+            in_channels=[2 * VIT_DIM] * 4,
+            channels=16,
+            embed_dims=VIT_DIM,
+            post_process_channels=[8, 16, 32, 32],
+        )
+    else:  # upernet-vit: MultiLevelNeck x4, x2, x1, x0.5
+        backbone["out_indices"] = [0, 1, 2, 3]
+        assert neck is not None
+        neck.update(in_channels=[VIT_DIM] * 4, out_channels=VIT_DIM)
+        head.update(in_channels=[VIT_DIM] * 4, channels=16)
 
 
 def tiny_model(family: str, seed: int = 0, **overrides: Any) -> Segmentor:
