@@ -1,37 +1,25 @@
 #!/usr/bin/env python
-"""Serve a Gradio demo page for a model: upload or pick an image, see its classes and their share.
+"""Serve a Gradio demo page for a model.
 
-    python scripts/demo.py exported/quickstart --examples examples/        # an exported folder (onnxruntime)
-    python scripts/demo.py work_dirs/quickstart/model                      # a PyTorch model folder
-    python scripts/demo.py org/segformer-b0-ade --host 0.0.0.0 --port 7860
+    python scripts/demo.py exported/quickstart --examples examples/
 
-MODEL is an exported folder (scripts/export.py), a model folder, a training work dir, a Hub id, or a
-config with --checkpoint. An `examples/` folder inside MODEL is offered as examples. Needs the
-`demo` extra (`pip install 'segaccel[demo]'`; an exported folder also needs `segaccel[deploy]`).
+A thin wrapper of `segaccel.cli.demo`, installed as `segaccel demo`.
+`python scripts/demo.py --help` lists every option.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-
-from segaccel.deploy import demo  # noqa: E402
-from segaccel.export.source import load_any_model  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> object:
-    parser = argparse.ArgumentParser(description="Serve a Gradio demo page for a segaccel model.")
-    parser.add_argument("model", metavar="MODEL", help="an exported folder, model folder, work dir or Hub id")
-    parser.add_argument("--checkpoint", help="weights, when MODEL is a config file")
-    parser.add_argument("--revision", help="Hub revision of a Hub model id")
-    demo.add_arguments(parser)
-    args = parser.parse_args(argv)
-    model, description = load_any_model(args.model, checkpoint=args.checkpoint, revision=args.revision)
-    return demo.run(args, model, description)
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a clone, installed or not
+try:
+    from segaccel.cli.demo import *  # noqa: F403  (the command's names, for code that loads this file)
+    from segaccel.cli.demo import main, run  # noqa: F401
+except ImportError as exc:  # not a clone any more, or segaccel's dependencies missing
+    sys.exit(
+        f"{Path(__file__).name}: cannot import {exc.name or 'segaccel'} ({exc}). Run this script from "
+        "a clone of the repository after `pip install -e .` in it, or install the package "
+        "(pip install segaccel) and run `segaccel demo ...` from any folder."
+    )
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run())

@@ -231,10 +231,11 @@ mask = result.pred_sem_seg.data[0]                # (H, W) class indices at the 
 print({{i: model.id2label[i] for i in mask.unique().tolist()}})
 ```
 
-From the command line (masks as PNG label ids, and coloured overlays with a legend):
+From the command line, after `pip install segaccel` (masks as PNG label ids, and coloured overlays
+with a legend; `segaccel test {repo_id} --dataset DATASET` evaluates it on a dataset):
 
 ```bash
-python scripts/infer.py image.jpg more_images/ --model {repo_id} --out-dir predictions/
+segaccel infer image.jpg more_images/ --model {repo_id} --out-dir predictions/
 ```
 
 Fine-tune it on other classes (the classifier is re-initialised, every other weight is loaded):
@@ -323,7 +324,7 @@ def _training_section(train_config: Mapping[str, Any] | None, train_command: str
             "Train it again with the resolved config (`config.yaml` in this repo, all overrides applied):",
             "",
             "```bash",
-            "python scripts/train.py config.yaml --work-dir work_dirs/again",
+            "segaccel train config.yaml --work-dir work_dirs/again",
             "```",
             "",
             "<details><summary>Training config (config.yaml)</summary>",

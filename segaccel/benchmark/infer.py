@@ -224,7 +224,10 @@ def run_speed(args: argparse.Namespace) -> list[dict]:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     train_args = argparse.Namespace(
-        config=args.config, cfg_options=[], num_classes=args.num_classes, vs=args.vs
+        config=args.config,
+        cfg_options=getattr(args, "cfg_options", None) or [],
+        num_classes=args.num_classes,
+        vs=args.vs,
     )
     from segaccel.benchmark.train import model_config
 

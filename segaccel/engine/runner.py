@@ -28,22 +28,22 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import segaccel.evaluation  # noqa: F401  (registers the metrics)
-from segaccel.config import dump_config, get_path, to_plain
+from segaccel.config import dump_config, get_path
 from segaccel.data.samplers import InfiniteSampler
 from segaccel.data.streaming import SegStreamDataset, StreamCheckpoint, StreamLoader
-from segaccel.engine import test_outputs
+from segaccel.engine import sharding, test_outputs
 from segaccel.engine.build import build_evaluator, build_split, model_config
-from segaccel.engine.checkpoint import config_digest, restore_checkpoint, resume_path, save_checkpoint
 from segaccel.engine.dataloaders import build_dataloader, eval_dataloader, stream_train_loader
 from segaccel.engine.devices import adapt_sync_batchnorm, make_accelerator, warn_if_precision_unavailable
 from segaccel.engine.eval_loops import TestLoop, ValLoop
 from segaccel.engine.export import check_output_destinations, export_model_folder, push_model_folder
-from segaccel.engine.fault_injection import kill_point
 from segaccel.engine.logging import ScalarLogger, flat_config, logger, setup_logging, training_banner
-from segaccel.engine.loop_context import LoopContext, NonFiniteLossError, TrainingInterrupted, loop_settings
+from segaccel.engine.loop_context import LoopContext, TrainingInterrupted, loop_settings
 from segaccel.engine.loops import IterBasedTrainLoop
 from segaccel.engine.optim import build_optimizer
 from segaccel.engine.overlays import log_overlays_to_trackers, write_val_overlays
+from segaccel.engine.resume_config import resume_command
+from segaccel.engine.runner_state import RunnerStateHooks
 from segaccel.engine.schedulers import build_lr_scheduler
 from segaccel.engine.signals import StopSignals
 from segaccel.models import Segmentor
@@ -52,7 +52,7 @@ from segaccel.registry import LOOPS, MODELS, ConfigError
 from segaccel.visualization import get_palette
 
 
-class Runner:
+class Runner(RunnerStateHooks):
     """Train/validate/test a segmentor from a resolved config dict.
 
     Args:
@@ -230,12 +230,12 @@ class Runner:
         resume_from = self._resume_path()
         if resume_from is not None and cfg.get("load_from"):
             logger.info(f"load_from is not used: the weights come from the checkpoint {resume_from}")
-        ctx.model = self.build_model(use_load_from=resume_from is None)
+        ctx.model = sharding.shard_if_requested(self.build_model(use_load_from=resume_from is None), acc)
         ctx.optimizer = build_optimizer(ctx.model, cfg.get("optim_wrapper") or {})
         self.train_loop = LOOPS.build({"type": loop_type, **train_cfg}, key="train_cfg", context=ctx)
         ctx.max_iters = ctx.scalar_logger.max_iters = self.train_loop.max_iters
         ctx.lr_scheduler = build_lr_scheduler(ctx.optimizer, cfg.get("param_scheduler"), ctx.max_iters)
-        ctx.model, ctx.optimizer = acc.prepare(ctx.model, ctx.optimizer)
+        ctx.model, ctx.optimizer = sharding.prepare_for_training(acc, ctx.model, ctx.optimizer, cfg)
         self._checkpointed.append(ctx.lr_scheduler)
         if val_dataset is not None:
             loader = self._eval_dataloader("val_dataloader", val_dataset)
@@ -278,82 +278,9 @@ class Runner:
         return metrics
 
     # ------------------------------------------------------------------------------------------
-    # state: checkpoints, resume, stopping (the loops' hooks)
+    # stopping, overlays (the loops' other hooks: checkpoints, the best model and stop requests
+    # are `RunnerStateHooks`, engine.runner_state)
     # ------------------------------------------------------------------------------------------
-    def _resume_path(self) -> Path | None:
-        """The checkpoint `resume` names (the latest complete one for `True`), or None."""
-        return resume_path(self.resume, self.work_dir / "checkpoints")
-
-    def _load_checkpoint(self, path: Path) -> int:
-        """Restore everything `save_state` wrote; returns the iteration to continue from."""
-        state = restore_checkpoint(
-            self.accelerator, path, self.cfg, custom_objects=self._checkpointed, model=self.model
-        )
-        self.best = state.get("best", {})
-        self._resumed_from = path
-        return int(state["iteration"])
-
-    def save_checkpoint(self, iteration: int, name: str | None = None) -> Path:
-        """Save the training state as `checkpoints/iter_<iteration>` (or `name`); all processes call it."""
-        if name is None and self._last_saved is not None and self._last_saved[0] == iteration:
-            if self._last_saved[1].is_dir():
-                return self._last_saved[1]
-        state = {
-            "best": self.best,
-            "config_digest": config_digest(self.cfg),
-            "config": to_plain(self.cfg),
-            "num_processes": self.accelerator.num_processes,
-        }
-        path = save_checkpoint(
-            self.accelerator,
-            self.work_dir / "checkpoints",
-            iteration,
-            state,
-            max_keep=self.max_keep_ckpts,
-            name=name,
-            custom_objects=self._checkpointed,
-        )
-        if name is None:
-            self._last_saved = (iteration, path)
-        if self.accelerator.is_main_process:
-            logger.info(f"saved checkpoint {path}")
-        return path
-
-    def after_train_iter(self, iteration: int, metrics: dict[str, float] | None) -> None:
-        """Checkpoint at the interval and at the end; keep the best model by `save_best`."""
-        kill_point("after_step", iteration)
-        if metrics and self.save_best:
-            self._update_best(iteration, metrics)
-        last = iteration == self.train_loop.max_iters
-        if last or self.train_loop.should_checkpoint(iteration, self.ckpt_interval):
-            self.save_checkpoint(iteration)
-
-    def _update_best(self, iteration: int, metrics: dict[str, float]) -> None:
-        """A new best `save_best` metric: checkpoint `checkpoints/best_<metric>` and `best_model/`."""
-        key = self.save_best if self.save_best != "auto" else "mIoU"
-        value = metrics.get(key)
-        if value is None or (isinstance(value, float) and value != value):  # NaN
-            return
-        if self.best.get("value") is None or value > self.best["value"]:
-            self.best = {"metric": key, "value": value, "iteration": iteration}
-            self.save_checkpoint(iteration, name=f"best_{key}")
-            self.export_model(self.work_dir / "best_model", metrics)
-            if self.accelerator.is_main_process:
-                logger.info(f"new best {key} = {value:.2f} at iteration {iteration}")
-
-    def request_stop(self) -> None:
-        """Stop training after the current iteration, with a checkpoint (as SIGTERM does)."""
-        self._stop_requested = True
-
-    def stop_requested(self) -> bool:
-        """Has any process been asked to stop? (Collective with several processes: all call it.)"""
-        flag = self._stop_requested or self.signals.signum is not None
-        acc = self.accelerator
-        if acc.num_processes > 1:
-            t = acc.reduce(torch.tensor([float(flag)], device=acc.device), reduction="sum")
-            flag = bool(t.item() > 0)
-        return flag
-
     def on_stop(self, iteration: int) -> TrainingInterrupted:
         """Save a checkpoint after a stop request; the error to raise, with how to resume."""
         path = self.save_checkpoint(iteration)
@@ -361,34 +288,12 @@ class Runner:
         how = signal.Signals(signum).name if signum is not None else "a stop request"
         msg = (
             f"training stopped by {how} at iteration {iteration}/{self.train_loop.max_iters}; checkpoint "
-            f"saved to {path}. Resume with the same command plus --resume, e.g.\n  "
-            f"{self.resume_command()}"
+            f"saved to {path}. Resume it (the run's config comes back from the checkpoint) with:\n  "
+            f"{resume_command(self.config_path, self.work_dir)}"
         )
         if self.accelerator.is_main_process:
             logger.warning(msg)
         return TrainingInterrupted(msg, iteration, path, signum)
-
-    def on_nonfinite(self, err: NonFiniteLossError, completed: int) -> NonFiniteLossError:
-        """Save the last good state (after iteration `completed`); the error to raise.
-
-        The failing step has not touched the weights, optimizer or schedule (it never steps), and
-        the loop has put back the RNG states of the start of the failing iteration, so the saved
-        checkpoint is exactly the state after the last good iteration: resuming from it replays the
-        failing iteration.
-        """
-        path = self.save_checkpoint(completed)
-        msg = (
-            f"{err}. Training stopped; the last good state (after iteration {completed}) is saved to {path}. "
-            "Lower the learning rate or set optim_wrapper.clip_grad, then resume from it with "
-            f"--resume {path}; or set optim_wrapper.skip_nonfinite=true to skip such steps."
-        )
-        if self.accelerator.is_main_process:
-            logger.error(msg)
-        return NonFiniteLossError(msg, err.iteration, err.terms)
-
-    def resume_command(self) -> str:
-        config = self.config_path or "CONFIG"
-        return f"python scripts/train.py {config} --work-dir {self.work_dir} --resume"
 
     def write_overlays(self, samples: list, iteration: int) -> None:
         """Image | ground truth | prediction PNGs of a few fixed validation samples, also to trackers."""
@@ -404,12 +309,14 @@ class Runner:
         """Write the model folder `out_dir` (main process; `engine.export.export_model_folder`), with
         `metrics` and the last validation's per-class figures in its `metrics.json`."""
         self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
+        main = self.accelerator.is_main_process  # a sharded model's full weights are gathered there
+        model = sharding.exportable_model(self.unwrapped_model, lambda: self.build_model(False), main)
+        if main:
             evaluator = getattr(self.val_loop, "evaluator", None)
             per_class = getattr(evaluator, "per_class", None)
             table = test_outputs.per_class_table(per_class, evaluator.class_names) if per_class else None
             iteration = self.train_loop.iter if self.train_loop is not None else 0
-            export_model_folder(out_dir, self.unwrapped_model, self.cfg, metrics, table, iteration)
+            export_model_folder(out_dir, model, self.cfg, metrics, table, iteration)
         self.accelerator.wait_for_everyone()
 
     def publish_model(self, metrics: dict[str, float] | None = None) -> None:
@@ -460,7 +367,7 @@ class Runner:
         segmentor = model
         if tta:
             model = SegTTAModel(segmentor, **tta)
-        self.context.model = acc.prepare_model(model, evaluation_mode=True)
+        self.context.model = sharding.prepare_for_evaluation(acc, model, self.cfg)
         evaluator = self.build_evaluator(evaluator_key)
         palette = segmentor.palette or get_palette(segmentor.num_classes)
         writers = test_outputs.make_writers(
