@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from segaccel.file_modes import umask_mode
 from segaccel.limits import get_limits
 from segaccel.registry import ConfigError
 
@@ -237,6 +238,7 @@ def dump_config(cfg: dict[str, Any], path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, umask_mode())  # mkstemp makes it 0600; a plain write follows the umask
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yaml.safe_dump(to_plain(cfg), f, sort_keys=False, default_flow_style=None)
         os.replace(tmp, path)

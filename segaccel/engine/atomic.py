@@ -10,6 +10,9 @@ Two kinds of writes:
   version one by one (`write_files_atomically`). Every file is complete (old or new) at every
   moment, and files of other names (a user's notes, sub-folders) are never touched.
 
+Every file and folder put in place follows the process umask (`segaccel.file_modes`), also those
+whose writer makes them private (safetensors, `tempfile.mkstemp`).
+
 Temporary folders are named `.segaccel-tmp-<name>` / `.segaccel-old-<name>` and carry a marker
 file (`.segaccel-temporary`) from their first moment: only folders with both the name and the
 marker are ever cleaned up, so a user's `.tmp_x` or `.old_model` is left alone. The stages pass the
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from segaccel.engine.fault_injection import kill_point
+from segaccel.file_modes import follow_umask
 
 TMP_PREFIX = ".segaccel-tmp-"
 OLD_PREFIX = ".segaccel-old-"
@@ -103,6 +107,7 @@ def replace_folder(new: Path, final: Path, stage_iteration: int | None = None) -
     old = final.parent / f"{OLD_PREFIX}{final.name}"
     remove_if_ours(old)
     (new / MARKER).unlink(missing_ok=True)
+    follow_umask(new)  # safetensors and mkstemp write 0600: the folder reads as any other written file
     if final.exists():
         (final / MARKER).touch()
         os.replace(final, old)
@@ -140,6 +145,7 @@ def write_files_atomically(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     kill_point("export_written", iteration)
+    follow_umask(tmp)  # safetensors and mkstemp write 0600: every file as a plain write makes it
     names = sorted(p.name for p in tmp.iterdir() if p.name != MARKER)
     if not final.exists():
         kill_point("export_swapped", iteration)

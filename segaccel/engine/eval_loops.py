@@ -12,11 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from segaccel.data.collate import DROPPED_KEY, SKIPPED_KEY
 from segaccel.engine.fault_injection import kill_point
-from segaccel.engine.logging import logger
+from segaccel.engine.logging import logger, progress_bar
 from segaccel.engine.loop_context import LoopContext
 
 
@@ -60,9 +59,7 @@ class ValLoop:
         keep = ctx.vis_num_samples if acc.is_main_process and self._visualize(iteration) else 0
         kept: list[Any] = []
         skipped = evaluated = 0
-        for batch in tqdm(
-            self.dataloader, desc=self.mode, disable=not acc.is_main_process, leave=False, dynamic_ncols=True
-        ):
+        for batch in progress_bar(self.dataloader, desc=self.mode, is_main=acc.is_main_process, leave=False):
             skipped += int(batch.pop(SKIPPED_KEY, 0))
             dropped = list(batch.pop(DROPPED_KEY, ()))
             outputs: list[Any] = []

@@ -6,6 +6,11 @@ Only the main process prints or writes. Log lines follow MMEngine's shape:
 (`grad_norm` when clipping; `memory` in MiB: peak GPU memory allocated on CUDA since the last line,
 else the process's peak resident memory; `nonfinite_skipped`/`overflow_skipped` count skipped steps
 when `skip_nonfinite` or a grad scaler is active).
+
+Progress bars (`progress_bar`) are drawn only on a terminal, by the main process: when stderr is a
+file or a pipe (nohup, SLURM, CI) the output holds the log lines alone, at the logging interval,
+with no `\r` redraws and no escape sequences (the bars of `datasets` and `huggingface_hub` are
+switched off too).
 """
 
 from __future__ import annotations
@@ -13,15 +18,18 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 logger = logging.getLogger("segaccel")
+_IN_NOTEBOOK = any(c.__module__ == "tqdm.notebook" for c in tqdm.__mro__)  # tqdm.auto chose the widget
 
 
 class TqdmHandler(logging.StreamHandler):
@@ -34,8 +42,38 @@ class TqdmHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+def on_terminal(stream: IO[str] | None = None) -> bool:
+    """Whether `stream` (default: stderr, where bars and log lines go) is a terminal."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+def progress_bar(iterable: Iterable[Any] | None = None, *, is_main: bool = True, **kwargs: Any) -> tqdm:
+    """A tqdm bar, drawn only on a terminal (or as a notebook widget) by the main process, else silent."""
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, disable=not (is_main and (on_terminal() or _IN_NOTEBOOK)), **kwargs)
+
+
+def quiet_library_bars() -> None:
+    """Off-terminal, switch off the progress bars of `datasets` and `huggingface_hub` (their `\r` redraws)."""
+    if on_terminal():
+        return
+    import datasets
+    from huggingface_hub.utils import disable_progress_bars
+
+    datasets.disable_progress_bars()
+    disable_progress_bars()
+
+
 def setup_logging(log_file: Path | None, is_main: bool) -> None:
-    """Log to stderr (main process only) and to `log_file` with timestamps."""
+    """Log to stderr (main process only) and to `log_file` with timestamps.
+
+    Off a terminal the libraries' progress bars are switched off (`quiet_library_bars`).
+    """
+    quiet_library_bars()
     logger.setLevel(logging.INFO if is_main else logging.WARNING)
     logger.propagate = False
     for h in list(logger.handlers):
@@ -66,8 +104,18 @@ def format_value(key: str, value: float) -> str:
     return f"{value:.4f}"
 
 
+def finite_or_none(value: float) -> float | None:
+    """`value` as a float, or None when NaN or infinite (JSON has no NaN: `scalars.jsonl` says null)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
 class ScalarLogger:
-    """Interval logging of training scalars to the terminal, `scalars.jsonl` and trackers."""
+    """Interval logging of training scalars to the terminal, `scalars.jsonl` and trackers.
+
+    `scalars.jsonl` is strict JSON, one object a line: a NaN or infinite scalar is written `null`
+    (as `metrics.json`); the terminal line and the trackers show the value itself.
+    """
 
     def __init__(self, accelerator: Accelerator, log_dir: Path, max_iters: int, use_trackers: bool) -> None:
         self.accelerator = accelerator
@@ -102,9 +150,9 @@ class ScalarLogger:
                 parts.append(f"eta: {format_eta(eta)}")
         parts += [f"{k}: {format_value(k, v)}" for k, v in scalars.items()]
         logger.info("  ".join(parts))
-        record = {"mode": mode, "iter": iteration, **{k: float(v) for k, v in scalars.items()}}
+        record = {"mode": mode, "iter": iteration, **{k: finite_or_none(v) for k, v in scalars.items()}}
         with open(self.jsonl, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
         if self.use_trackers:
             self.accelerator.log({f"{mode}/{k}": v for k, v in scalars.items()}, step=iteration)
 

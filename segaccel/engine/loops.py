@@ -28,11 +28,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from segaccel.data.samplers import InfiniteSampler
 from segaccel.engine.eval_loops import TestLoop, ValLoop, sync_buffers
-from segaccel.engine.logging import logger
+from segaccel.engine.logging import logger, progress_bar
 from segaccel.engine.loop_context import LoopContext, NonFiniteLossError, TrainingInterrupted
 from segaccel.engine.train_step import (
     IterOutput,
@@ -126,13 +125,8 @@ class IterBasedTrainLoop:
         last_metrics: dict[str, float] = {}
         if ctx.scalar_logger is not None:
             ctx.scalar_logger.start(self.iter)
-        bar = tqdm(
-            total=self.max_iters,
-            initial=self.iter,
-            desc="train",
-            disable=not acc.is_main_process,
-            dynamic_ncols=True,
-            leave=False,
+        bar = progress_bar(
+            total=self.max_iters, initial=self.iter, desc="train", is_main=acc.is_main_process, leave=False
         )
         try:
             while self.iter < self.max_iters:

@@ -27,6 +27,7 @@ from typing import Any
 import segaccel
 from segaccel.deploy import ExportedSegmentor, is_exported_folder
 from segaccel.deploy.demo import find_examples
+from segaccel.file_modes import follow_umask
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def build_space(
             shutil.copytree(package, tmp / "segaccel", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         if out_dir.exists():
             shutil.rmtree(out_dir)
+        follow_umask(tmp)  # mkdtemp makes the folder 0700
         tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

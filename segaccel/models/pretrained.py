@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import torch
 from huggingface_hub import ModelCard, PyTorchModelHubMixin, constants
 
+from segaccel.file_modes import follow_umask
 from segaccel.registry import ConfigError
 
 from .config_json import check_config_json, from_pretrained_kwargs, read_config_json, without_pretrained
@@ -46,6 +47,7 @@ class PretrainedMixin(PyTorchModelHubMixin):
 
         save_directory = Path(save_directory)
         save_model(self, str(save_directory / constants.SAFETENSORS_SINGLE_FILE))
+        follow_umask(save_directory / constants.SAFETENSORS_SINGLE_FILE)  # safetensors writes 0600
         text = json.dumps(self.config_for_saving(), sort_keys=True, indent=2)
         (save_directory / constants.CONFIG_NAME).write_text(text + "\n", encoding="utf-8")
 
