@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +35,17 @@ def add_overrides_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_command_line(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse with options, positionals and `key=value` overrides in any order; a word in the
-    overrides that is not `key=value` is an error naming it."""
-    args = parser.parse_intermixed_args(argv)
+    """Parse with options, positionals and `key=value` overrides in any order.
+
+    Every `key=value` word is an override, wherever it stands (so `--resume train_cfg.max_iters=60`
+    is a bare `--resume` and an override); another word left over is an error naming it.
+    """
+    words = list(sys.argv[1:] if argv is None else argv)
+    overrides = [w for w in words if is_override(w)]
+    args = parser.parse_intermixed_args([w for w in words if not is_override(w)])
     for word in getattr(args, "overrides", None) or []:
-        if not is_override(word):
-            parser.error(
-                f"{word!r} is neither an option nor a key=value override (e.g. train_cfg.max_iters=200)"
-            )
+        parser.error(f"{word!r} is neither an option nor a key=value override (e.g. train_cfg.max_iters=200)")
+    args.overrides = overrides
     return args
 
 
