@@ -31,7 +31,7 @@ import segaccel.evaluation  # noqa: F401  (registers the metrics)
 from segaccel.config import dump_config, get_path
 from segaccel.data.samplers import InfiniteSampler
 from segaccel.data.streaming import SegStreamDataset, StreamCheckpoint, StreamLoader
-from segaccel.engine import test_outputs
+from segaccel.engine import sharding, test_outputs
 from segaccel.engine.build import build_evaluator, build_split, model_config
 from segaccel.engine.dataloaders import build_dataloader, eval_dataloader, stream_train_loader
 from segaccel.engine.devices import adapt_sync_batchnorm, make_accelerator, warn_if_precision_unavailable
@@ -42,6 +42,7 @@ from segaccel.engine.loop_context import LoopContext, TrainingInterrupted, loop_
 from segaccel.engine.loops import IterBasedTrainLoop
 from segaccel.engine.optim import build_optimizer
 from segaccel.engine.overlays import log_overlays_to_trackers, write_val_overlays
+from segaccel.engine.resume_config import resume_command
 from segaccel.engine.runner_state import RunnerStateHooks
 from segaccel.engine.schedulers import build_lr_scheduler
 from segaccel.engine.signals import StopSignals
@@ -229,12 +230,12 @@ class Runner(RunnerStateHooks):
         resume_from = self._resume_path()
         if resume_from is not None and cfg.get("load_from"):
             logger.info(f"load_from is not used: the weights come from the checkpoint {resume_from}")
-        ctx.model = self.build_model(use_load_from=resume_from is None)
+        ctx.model = sharding.shard_if_requested(self.build_model(use_load_from=resume_from is None), acc)
         ctx.optimizer = build_optimizer(ctx.model, cfg.get("optim_wrapper") or {})
         self.train_loop = LOOPS.build({"type": loop_type, **train_cfg}, key="train_cfg", context=ctx)
         ctx.max_iters = ctx.scalar_logger.max_iters = self.train_loop.max_iters
         ctx.lr_scheduler = build_lr_scheduler(ctx.optimizer, cfg.get("param_scheduler"), ctx.max_iters)
-        ctx.model, ctx.optimizer = acc.prepare(ctx.model, ctx.optimizer)
+        ctx.model, ctx.optimizer = sharding.prepare_for_training(acc, ctx.model, ctx.optimizer, cfg)
         self._checkpointed.append(ctx.lr_scheduler)
         if val_dataset is not None:
             loader = self._eval_dataloader("val_dataloader", val_dataset)
@@ -287,16 +288,12 @@ class Runner(RunnerStateHooks):
         how = signal.Signals(signum).name if signum is not None else "a stop request"
         msg = (
             f"training stopped by {how} at iteration {iteration}/{self.train_loop.max_iters}; checkpoint "
-            f"saved to {path}. Resume with the same command plus --resume, e.g.\n  "
-            f"{self.resume_command()}"
+            f"saved to {path}. Resume it (the run's config comes back from the checkpoint) with:\n  "
+            f"{resume_command(self.config_path, self.work_dir)}"
         )
         if self.accelerator.is_main_process:
             logger.warning(msg)
         return TrainingInterrupted(msg, iteration, path, signum)
-
-    def resume_command(self) -> str:
-        config = self.config_path or "CONFIG"
-        return f"python scripts/train.py {config} --work-dir {self.work_dir} --resume"
 
     def write_overlays(self, samples: list, iteration: int) -> None:
         """Image | ground truth | prediction PNGs of a few fixed validation samples, also to trackers."""
@@ -312,12 +309,14 @@ class Runner(RunnerStateHooks):
         """Write the model folder `out_dir` (main process; `engine.export.export_model_folder`), with
         `metrics` and the last validation's per-class figures in its `metrics.json`."""
         self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
+        main = self.accelerator.is_main_process  # a sharded model's full weights are gathered there
+        model = sharding.exportable_model(self.unwrapped_model, lambda: self.build_model(False), main)
+        if main:
             evaluator = getattr(self.val_loop, "evaluator", None)
             per_class = getattr(evaluator, "per_class", None)
             table = test_outputs.per_class_table(per_class, evaluator.class_names) if per_class else None
             iteration = self.train_loop.iter if self.train_loop is not None else 0
-            export_model_folder(out_dir, self.unwrapped_model, self.cfg, metrics, table, iteration)
+            export_model_folder(out_dir, model, self.cfg, metrics, table, iteration)
         self.accelerator.wait_for_everyone()
 
     def publish_model(self, metrics: dict[str, float] | None = None) -> None:
@@ -368,7 +367,7 @@ class Runner(RunnerStateHooks):
         segmentor = model
         if tta:
             model = SegTTAModel(segmentor, **tta)
-        self.context.model = acc.prepare_model(model, evaluation_mode=True)
+        self.context.model = sharding.prepare_for_evaluation(acc, model, self.cfg)
         evaluator = self.build_evaluator(evaluator_key)
         palette = segmentor.palette or get_palette(segmentor.num_classes)
         writers = test_outputs.make_writers(
