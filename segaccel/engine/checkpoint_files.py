@@ -24,6 +24,7 @@ silently without, say, the saved RNG states.
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import re
@@ -66,7 +67,8 @@ DCP_TRUSTED_GLOBALS = frozenset(
 )
 """A sharded (FSDP) state folder's `.metadata`, which torch.distributed.checkpoint unpickles itself, may
 name these dataclasses, enums and path classes (inert to build) and nothing else. Its `.distcp` data
-files are DCP's own layout, not pickles, and are left to it."""
+files hold tensors (read by DCP with `weights_only=True`) and pickled non-tensor items, each checked by
+`check_dcp_folder` and read through `engine.sharding.RestrictedLoadPlanner`."""
 
 
 class CheckpointError(RuntimeError):
@@ -169,7 +171,69 @@ def check_checkpoint_files(
             continue
         if looks_like_pickle(file):
             read[str(file.relative_to(path))] = read_checked_pickle(file, path)
+    for metadata in sorted(path.rglob(DCP_METADATA)):  # sharded states: their .metadata is checked above
+        check_dcp_folder(metadata.parent, path)
     return read
+
+
+def read_checked_bytes(value: io.BytesIO, name: str, checkpoint: Path | None = None) -> Any:
+    """One non-tensor item of a sharded (DCP) state, read by the restricted reader; CheckpointError if
+    it holds anything but tensors, containers and plain values (nothing of it is run)."""
+    where = f"{checkpoint}: " if checkpoint else ""
+    try:
+        obj = restricted_load(value)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{where}the sharded state's item {name!r} is not readable ({type(exc).__name__}: {exc}); it is "
+            "damaged or was not written by segaccel"
+        ) from exc
+    names = sorted(placeholder_names(obj) - TRUSTED_GLOBALS)
+    if names:
+        raise CheckpointError(
+            f"{where}refused: the sharded state's item {name!r} asks to build or call "
+            f"{', '.join(names[:5])}, which a training state never holds (only tensors, numbers, strings "
+            "and containers); nothing of it was run. Do not resume from a checkpoint you did not write"
+        )
+    return obj
+
+
+def check_dcp_folder(folder: Path, checkpoint: Path | None = None) -> None:
+    """Check every non-tensor item of a `torch.distributed.checkpoint` folder with the restricted reader.
+
+    DCP stores such items (the optimizer's param-group values, ...) as `torch.save` pickles inside the
+    `.distcp` files and reads them back with `torch.load(weights_only=False)`; Accelerate's FSDP
+    loading does so too. Each one is read here first, from the byte range `.metadata` gives (that
+    file itself was checked by the restricted reader before), and refused if it holds anything else.
+    """
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
+
+    checkpoint = checkpoint or folder
+    try:
+        metadata = FileSystemReader(str(folder)).read_metadata()
+    except Exception as exc:
+        raise CheckpointError(
+            f"{folder / DCP_METADATA}: not a readable sharded-state index ({type(exc).__name__}: {exc}): "
+            f"{_advice(checkpoint)}"
+        ) from exc
+    for index, info in (metadata.storage_data or {}).items():
+        if not isinstance(metadata.state_dict_metadata.get(index.fqn), BytesStorageMetadata):
+            continue
+        if getattr(info, "transform_descriptors", None):
+            raise CheckpointError(
+                f"{folder}: the item {index.fqn!r} is stored transformed ({info.transform_descriptors}); "
+                f"segaccel reads plain sharded states only: {_advice(checkpoint)}"
+            )
+        file = folder / info.relative_path
+        try:
+            with open(file, "rb") as f:
+                f.seek(info.offset)
+                data = f.read(info.length)
+        except OSError as exc:
+            raise CheckpointError(f"{file}: cannot be read ({exc}): {_advice(checkpoint)}") from exc
+        if len(data) != info.length:
+            raise CheckpointError(f"{file}: truncated (item {index.fqn!r}): {_advice(checkpoint)}")
+        read_checked_bytes(io.BytesIO(data), index.fqn, checkpoint)
 
 
 def sharded_state(path: Path) -> bool:

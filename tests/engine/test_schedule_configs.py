@@ -19,7 +19,8 @@ def test_schedule_matches_mmsegmentation(k):
         "weight_decay": 0.0005,
     }
     assert cfg["optim_wrapper"]["clip_grad"] is None and cfg["optim_wrapper"]["accumulative_counts"] == 1
-    assert cfg["param_scheduler"] == [{"type": "PolyLR", "eta_min": 1e-4, "power": 0.9, "begin": 0, "end": "max_iters"}]
+    poly = {"type": "PolyLR", "eta_min": 1e-4, "power": 0.9, "begin": 0, "end": "max_iters"}
+    assert cfg["param_scheduler"] == [poly]
     assert cfg["train_cfg"] == {"type": "IterBasedTrainLoop", "max_iters": n, "val_interval": n // 10}
     assert cfg["default_hooks"]["logger"]["interval"] == 50
     assert cfg["default_hooks"]["checkpoint"]["interval"] == n // 10

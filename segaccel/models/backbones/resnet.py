@@ -267,6 +267,7 @@ class ResNet(nn.Module):
         if style not in ("pytorch", "caffe"):
             raise ValueError(f"{name}: style must be 'pytorch' or 'caffe', got {style!r}")
         block, stage_blocks = self.arch_settings[depth]
+        self._no_split_modules = [block.__name__]  # the one this depth uses
         stage_blocks = stage_blocks[:num_stages]
         if multi_grid is not None and len(multi_grid) != stage_blocks[-1]:
             raise ValueError(
