@@ -19,8 +19,9 @@ its preprocessing is the same uint8 → float normalisation done in torch. For a
 architecture our head is built with `projection="linear"` (transformers' layout; the config's
 projection is used otherwise).
 
-FLOPs of one step are 3x those of its forward, counted with `torch.utils.flop_counter` (the counter
-of `scripts/get_flops.py`; its own count of the backward over-counts depthwise convolutions);
+FLOPs of one step are 3x those of its forward, counted by `segaccel.benchmark.flops.flop_counter`
+(the count of `scripts/get_flops.py` and the docs' tables, attention included; the counter's own
+count of the backward over-counts depthwise convolutions);
 "% of peak" compares the achieved FLOP/s with the fp32 (or `--precision`) matmul peak measured in
 the same run (square matmuls, best of several).
 
@@ -39,9 +40,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from segaccel.benchmark import mask2former_twin
+from segaccel.benchmark.flops import flop_counter, forward_flops
 from segaccel.benchmark.memory import peak_memory_mib
 from segaccel.benchmark.table import format_table
 from segaccel.config import load_config
@@ -128,11 +129,8 @@ def build_transformers(cfg: dict[str, Any]) -> torch.nn.Module:
 
 
 def count_forward_flops(model: torch.nn.Module, shape: tuple[int, int]) -> int:
-    """FLOPs of one `tensor`-mode forward of a (1, 3, H, W) input, counted as `scripts/get_flops.py` does."""
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, *shape), mode="tensor")
-    return counter.get_total_flops()
+    """FLOPs of one `tensor`-mode forward of a (1, 3, H, W) input: `scripts/get_flops.py`'s count."""
+    return forward_flops(model, shape)
 
 
 # --- one step --------------------------------------------------------------------------------------
@@ -268,7 +266,7 @@ def step_flops(
     """
     dtype = DTYPES[precision]
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), flop_counter() as counter:  # attention included, as get_flops.py
             forward(batch)
     return 3 * counter.get_total_flops()
 
