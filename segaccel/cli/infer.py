@@ -20,10 +20,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from segaccel import visualization
 from segaccel.deploy import ExportedSegmentor, is_exported_folder
 from segaccel.inference import inference_model
 from segaccel.models import Segmentor
-from segaccel.visualization import draw_legend, get_palette, overlay_mask
+from segaccel.visualization import get_palette
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -89,14 +90,9 @@ def save_mask(mask: np.ndarray, path: Path) -> None:
 def overlay_with_legend(
     image: np.ndarray, mask: np.ndarray, palette: list, names: list[str], alpha: float
 ) -> Image.Image:
-    """The image with the mask's colours blended in, above a legend of the classes present."""
-    blended = Image.fromarray(overlay_mask(image, mask, palette, alpha))
-    present = [int(c) for c in np.unique(mask) if 0 <= c < len(palette)]
-    legend = draw_legend([names[c] for c in present], [palette[c] for c in present], max_width=blended.width)
-    canvas = Image.new("RGB", (max(blended.width, legend.width), blended.height + legend.height), "white")
-    canvas.paste(blended, (0, 0))
-    canvas.paste(legend, (0, blended.height))
-    return canvas
+    """The mask over the desaturated image, class boundaries outlined, above a legend of the classes
+    present with their pixel shares (`segaccel.visualization.overlay_with_legend`)."""
+    return visualization.overlay_with_legend(image, mask, palette, names, alpha)
 
 
 def main(argv: list[str] | None = None) -> list[Path]:
@@ -141,7 +137,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
                     overlay = overlay_with_legend(image, mask, palette, names, args.alpha)
                     overlay.save(out_dir / "overlays" / f"{name}.png")
                 progress.update(1)
-    print(f"wrote {len(written)} masks to {out_dir / 'masks'}" + (" and overlays" if args.overlay else ""))
+    noun = "mask" if len(written) == 1 else "masks"
+    print(f"wrote {len(written)} {noun} to {out_dir / 'masks'}" + (" and overlays" if args.overlay else ""))
     return written
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from segaccel.visualization import draw_legend, get_palette, overlay_mask
+from segaccel.visualization import get_palette, legend_of, readable_overlay
 
 
 def sample_arrays(output: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -40,10 +40,12 @@ def browse_grid(
     tile_size: int = 256,
     alpha: float = 0.5,
 ) -> Image.Image:
-    """A grid of `outputs` (PackSegInputs dicts): per sample, the image and the image with its mask.
+    """A grid of `outputs` (PackSegInputs dicts): per sample, the image and its mask drawn over it
+    (`readable_overlay`: desaturated image, class colours, boundaries outlined).
 
     Each panel is scaled to fit `tile_size` pixels (the longer side) keeping its aspect ratio;
-    ignored pixels (255) are left uncoloured. The legend lists the classes present.
+    ignored pixels (255) are left uncoloured. The legend lists the classes present with their share
+    of the drawn masks' pixels.
     """
     if not outputs:
         raise ValueError("browse_grid: no samples to draw")
@@ -64,12 +66,12 @@ def browse_grid(
     rows = -(-len(outputs) // columns)
     grid = Image.new("RGB", (columns * cell_w, rows * cell_h), (255, 255, 255))
     draw = ImageDraw.Draw(grid)
-    present: set[int] = set()
+    masks: list[np.ndarray] = []
     for k, ((img, mask), output) in enumerate(zip(arrays, outputs)):
         panels = [img]
         if mask is not None:
-            panels.append(overlay_mask(img, mask, palette, alpha))
-            present |= {int(v) for v in np.unique(mask) if v != 255 and 0 <= v < len(palette)}
+            panels.append(readable_overlay(img, mask, palette, alpha))
+            masks.append(np.asarray(mask).reshape(-1))
         x0, y0 = (k % columns) * cell_w, (k // columns) * cell_h
         draw.text((x0 + 2, y0 + 1), _caption(output["data_samples"].metainfo), fill=(0, 0, 0), font=font)
         for j, panel in enumerate(panels):
@@ -78,8 +80,8 @@ def browse_grid(
             size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
             picture = picture.resize(size, Image.Resampling.NEAREST)
             grid.paste(picture, (x0 + j * (tile_size + 4), y0 + caption_h))
-    shown = sorted(present)
-    legend = draw_legend([names[c] for c in shown], [palette[c] for c in shown], max_width=grid.width)
+    every_mask = np.concatenate(masks)[None] if masks else np.zeros((1, 0), np.int64)
+    legend = legend_of([("", every_mask)], palette, names, grid.width)
     canvas = Image.new("RGB", (grid.width, grid.height + legend.height), (255, 255, 255))
     canvas.paste(grid, (0, 0))
     canvas.paste(legend, (0, grid.height))

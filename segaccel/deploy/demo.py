@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from segaccel.inference import inference_model
-from segaccel.visualization import get_palette, overlay_mask
+from segaccel.visualization import get_palette, readable_overlay
 
 DEFAULT_SLIDE = {"crop_size": [512, 512], "stride": [341, 341]}  # MMSegmentation's 512x512 recipes
 MODES = ("whole", "slide")
@@ -104,7 +104,7 @@ class Segmenter:
             for k in order
             if 0 <= ids[k] < len(self.names)
         ]
-        return Segmentation(mask, overlay_mask(image, mask, self.palette, self.alpha), classes)
+        return Segmentation(mask, readable_overlay(image, mask, self.palette, self.alpha), classes)
 
 
 def legend_html(classes: Sequence[tuple[int, str, Sequence[int], float]]) -> str:

@@ -21,6 +21,7 @@ from PIL import Image
 from segaccel.deploy import ExportedSegmentor
 from segaccel.deploy.demo import build_demo
 from segaccel.inference import inference_model
+from segaccel.visualization import readable_overlay
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("SEGACCEL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -90,8 +91,7 @@ def test_demo_in_a_real_browser(fcn_onnx, tmp_path):
     assert set(shown) == expected_names and len(shown) == len(expected_names)
     assert sum(float(s.split()[0]) for s in shares) == pytest.approx(100, abs=0.05 * len(shares))
     assert overlay.shape == image.shape
-    palette = np.asarray(model.palette, dtype=np.float32)
-    np.testing.assert_array_equal(overlay, np.round(0.5 * image + 0.5 * palette[mask]).astype(np.uint8))
+    np.testing.assert_array_equal(overlay, readable_overlay(image, mask, model.palette, 0.5))
     drawn = (overlay != image).any(axis=2)
     assert drawn.mean() > 0.95  # every pixel has a class: almost all change (equal only by chance)
     assert screenshot.stat().st_size > 10_000
