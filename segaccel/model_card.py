@@ -2,8 +2,9 @@
 
 A card is built from data only — the model's saved config (`config.json`), its metrics
 (`metrics.json`) and the resolved training config (`config.yaml`). It is on the ground floor (it
-imports nothing of segaccel), so `Segmentor.save_pretrained` can write the card while `hub/` (push
-helpers) uses the models and is never used by them (DESIGN §3).
+imports only the ground floor: `config`'s YAML reader, with its size and depth checks), so
+`Segmentor.save_pretrained` can write the card while `hub/` (push helpers) uses the models and is
+never used by them (DESIGN §3).
 
 Metadata: `library_name: segaccel`, `pipeline_tag: image-segmentation`, the licence, tags, `datasets`,
 and the evaluation results as `model-index` (`EvalResult`s: mIoU, mAcc, aAcc, ... on the dataset split),
@@ -22,6 +23,8 @@ from typing import Any
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from segaccel.config import load_yaml_text
 
 GENERATED_MARKER = "<!-- segaccel:generated-card (delete this line to keep your edits when re-saving) -->"
 TAGS = ["segaccel", "semantic-segmentation", "image-segmentation", "pytorch"]
@@ -107,7 +110,8 @@ def build_model_card(
         if metrics is None and (folder / METRICS_FILE).is_file():
             metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
         if train_config is None and (folder / TRAIN_CONFIG_FILE).is_file():
-            train_config = yaml.safe_load((folder / TRAIN_CONFIG_FILE).read_text(encoding="utf-8"))
+            text = (folder / TRAIN_CONFIG_FILE).read_text(encoding="utf-8")
+            train_config = load_yaml_text(text, str(folder / TRAIN_CONFIG_FILE))  # size and depth checked
         model_name = model_name or (repo_id.split("/")[-1] if repo_id else None) or folder_model_name(folder)
     model_name = model_name or (repo_id.split("/")[-1] if repo_id else "segaccel-model")
     metrics = dict(metrics or {})

@@ -154,15 +154,8 @@ class SegTTAModel(nn.Module):
         return batch, new_metas
 
     def _pad_shape(self, shapes: list[tuple[int, int]]) -> tuple[int, int]:
-        """As the data preprocessor pads: to its `size` if all fit, else to a multiple of `size_divisor`."""
-        h, w = max(s[0] for s in shapes), max(s[1] for s in shapes)
-        size = getattr(self.data_preprocessor, "size", None)
-        if size is not None and h <= size[0] and w <= size[1]:
-            return tuple(size)
-        divisor = getattr(self.data_preprocessor, "size_divisor", None)
-        if divisor:
-            h, w = -(-h // divisor) * divisor, -(-w // divisor) * divisor
-        return h, w
+        """The size the data preprocessor pads a test batch of these `(h, w)` sizes to."""
+        return tuple(self.data_preprocessor.padded_size(shapes, training=False))
 
 
 def _unpadded_meta(meta: dict[str, Any], batch_hw: tuple[int, int]) -> dict[str, Any]:

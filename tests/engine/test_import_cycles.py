@@ -1,4 +1,5 @@
-"""No import cycle runs through `segaccel.engine`, counting function-level and TYPE_CHECKING imports.
+"""No import cycle anywhere in `segaccel/`, and the layering of DESIGN §3, counting function-level and
+TYPE_CHECKING imports.
 
 Every `import` / `from ... import` anywhere in a module of `segaccel/` (ast.walk reaches function
 bodies and `if TYPE_CHECKING:` blocks) is an edge to the segaccel module it names (`from pkg import
@@ -103,3 +104,56 @@ def test_no_import_cycle_runs_through_the_engine():
     assert "segaccel.engine.loop_context" in graph["segaccel.engine.loops"]
     through_engine = [c for c in cycles(graph) if any(m.startswith("segaccel.engine") for m in c)]
     assert through_engine == []
+
+
+# DESIGN §3: the ground floor imports only itself; data/models/evaluation know nothing of the engine or
+# of what is built on them; evaluation knows only structures (and the registry it registers in);
+# models never import hub/; deploy never imports models/ (an exported folder runs without model code).
+GROUND = {"structures", "registry", "config", "visualization", "file_modes", "limits", "model_card"}
+ABOVE_THE_MODELS = {"engine", "cli", "hub", "deploy", "export", "benchmark", "inference", ""}
+
+
+def room(module: str) -> str:
+    """`segaccel.engine.loops` -> `engine`; the package itself -> ``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import edge that runs against DESIGN §3's layering, as `a -> b (rule)`."""
+    found = []
+    for module, targets in sorted(graph.items()):
+        here = room(module)
+        for target in sorted(targets):
+            there = room(target)
+            if here in GROUND and there not in GROUND:
+                found.append(f"{module} -> {target} (the ground floor imports only the ground floor)")
+            if here in {"data", "models", "evaluation", "convert"} and there in ABOVE_THE_MODELS:
+                found.append(f"{module} -> {target} ({here}/ knows nothing of what is built on it)")
+            if here == "evaluation" and there not in {"evaluation", "structures", "registry"}:
+                found.append(f"{module} -> {target} (evaluation knows only structures)")
+            if here == "deploy" and there in {"models", "engine", "export"}:
+                found.append(f"{module} -> {target} (deploy runs without model code)")
+    return found
+
+
+def test_no_import_cycle_anywhere_and_the_layers_hold():
+    graph = import_graph(SEGACCEL)
+    assert len(graph) > 100 and {"segaccel.models.segmentor", "segaccel.deploy.segmentor"} <= set(graph)
+    assert cycles(graph) == []
+    assert layering_violations(graph) == []
+
+
+def test_the_layering_check_names_an_edge_against_the_layers():
+    graph = {
+        "segaccel.models.segmentor": {"segaccel.hub.push", "segaccel.structures"},
+        "segaccel.config": {"segaccel.registry", "segaccel.data.rows"},
+        "segaccel.deploy.runtime": {"segaccel.models.segmentor", "segaccel.data.transforms"},
+        "segaccel.evaluation.iou_metric": {"segaccel.structures", "segaccel.data.rows"},
+    }
+    assert layering_violations(graph) == [
+        "segaccel.config -> segaccel.data.rows (the ground floor imports only the ground floor)",
+        "segaccel.deploy.runtime -> segaccel.models.segmentor (deploy runs without model code)",
+        "segaccel.evaluation.iou_metric -> segaccel.data.rows (evaluation knows only structures)",
+        "segaccel.models.segmentor -> segaccel.hub.push (models/ knows nothing of what is built on it)",
+    ]

@@ -12,7 +12,7 @@ import torch
 from engine_helpers import load_model_weights, read_scalars, reset_accelerate
 
 from segaccel.config import load_config
-from segaccel.data.datasets import SegDataset
+from segaccel.data import SegDataset
 from segaccel.data.samplers import InfiniteSampler
 from segaccel.engine.loop_context import LoopContext
 from segaccel.engine.loops import EpochBasedTrainLoop, EpochSampler, IterBasedTrainLoop
