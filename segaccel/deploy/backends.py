@@ -7,6 +7,7 @@ segaccel's model code: the ONNX graph runs in onnxruntime, the ExportedProgram i
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,10 @@ class ExportedProgramBackend:
         # Without the trace's guards: they record layout facts of the traced size (a conv's `size > 1`
         # memory-format test, a view's contiguity), not the computation, which the exporter checks at
         # another size. The traced range of each dimension is still enforced.
-        self.module = program.module(check_guards=False).to(self.device)
+        if "check_guards" in inspect.signature(program.module).parameters:
+            self.module = program.module(check_guards=False).to(self.device)
+        else:  # a torch without the switch
+            self.module = program.module().to(self.device)
 
     @torch.no_grad()
     def __call__(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:

@@ -1,15 +1,9 @@
 """Exported tiny models shared by the runtime, script and demo tests (exporting takes seconds each)."""
 
-import sys
-from pathlib import Path
-
 import pytest
+from export_testing import tiny_model  # on pytest's pythonpath
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "export"))  # export_testing
-
-from export_testing import tiny_model  # noqa: E402
-
-from segaccel.export import export_model  # noqa: E402
+from segaccel.export import export_model
 
 PALETTE = [[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [145, 30, 180]]
 

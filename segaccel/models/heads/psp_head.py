@@ -37,13 +37,19 @@ def adaptive_avg_pool2d(x: torch.Tensor, output_size: int | Sequence[int]) -> to
     return _pool_weights(h, out_h, x) @ x @ _pool_weights(w, out_w, x).transpose(0, 1)
 
 
+def _is_exporting() -> bool:
+    """`torch.compiler.is_exporting()` where this torch has it (newer than the declared floor)."""
+    check = getattr(torch.compiler, "is_exporting", None)
+    return bool(check and check())
+
+
 class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
     """`nn.AdaptiveAvgPool2d` (eager: the native kernel) that traces as `adaptive_avg_pool2d` under
     `torch.export`, so exported PSP/UPerNet graphs take any input size."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = self.output_size
-        if torch.compiler.is_exporting() and (isinstance(size, int) or None not in size):
+        if _is_exporting() and (isinstance(size, int) or None not in size):
             return adaptive_avg_pool2d(x, size)
         return super().forward(x)
 
