@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from segaccel import visualization
 from segaccel.deploy import ExportedSegmentor, is_exported_folder
+from segaccel.engine.logging import progress_bar
 from segaccel.inference import inference_model
 from segaccel.models import Segmentor
 from segaccel.visualization import get_palette
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     if args.overlay:
         (out_dir / "overlays").mkdir(parents=True, exist_ok=True)
     written = []
-    with tqdm(total=len(paths), desc="segmenting", unit="img") as progress:
+    with progress_bar(total=len(paths), desc="segmenting", unit="img") as progress:  # on a terminal only
         for batch in chunks(list(zip(paths, output_names(paths))), args.batch_size):
             samples = inference_model(model, [str(p) for p, _ in batch], batch_size=args.batch_size)
             for (path, name), sample in zip(batch, samples):
