@@ -21,6 +21,7 @@ from segaccel.engine.test_outputs import (
     write_test_results,
 )
 from segaccel.structures import PixelData, SegDataSample
+from segaccel.visualization import TITLE_HEIGHT
 
 
 def test_original_ids_undo_reduce_zero_label_and_label_map():
@@ -83,8 +84,9 @@ def test_overlay_writer_uses_the_original_image_and_enlarges_small_ones(tmp_path
     batch = {"inputs": [torch.zeros(3, 16, 24, dtype=torch.uint8)]}
     writer.process(batch, [sample(pred, gt=gt)], [2])
     with Image.open(tmp_path / "vis" / "000002.png") as img:
-        assert img.width == 3 * 12 * 4  # three panels, enlarged 4x to reach 32 pixels high
-        assert np.asarray(img)[0, 0].tolist() == [2, 2, 2]  # the dataset's image, not the input
+        # image | ground truth | prediction | errors, enlarged 4x to reach 32 pixels high
+        assert img.width == 4 * 12 * 4
+        assert np.asarray(img)[TITLE_HEIGHT, 0].tolist() == [2, 2, 2]  # the dataset's image, not the input
     # no index (a streamed dataset): the model's input resized to ori_shape
     writer.process(batch, [sample(pred, gt=gt, img_id="s/0.0.0.5")], [None])
     assert (tmp_path / "vis" / "s_0.0.0.5.png").is_file()
