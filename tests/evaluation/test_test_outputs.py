@@ -84,9 +84,12 @@ def test_overlay_writer_uses_the_original_image_and_enlarges_small_ones(tmp_path
     batch = {"inputs": [torch.zeros(3, 16, 24, dtype=torch.uint8)]}
     writer.process(batch, [sample(pred, gt=gt)], [2])
     with Image.open(tmp_path / "vis" / "000002.png") as img:
-        # image | ground truth | prediction | errors, enlarged 4x to reach 32 pixels high
-        assert img.width == 4 * 12 * 4
-        assert np.asarray(img)[TITLE_HEIGHT, 0].tolist() == [2, 2, 2]  # the dataset's image, not the input
+        # image | ground truth | prediction | errors, each 12 x 4 = 48 wide (enlarged 4x to reach 32 high)
+        pixels = np.asarray(img)
+        assert img.width >= 4 * 48 and img.height > TITLE_HEIGHT + 32
+        assert pixels[TITLE_HEIGHT, 0].tolist() == [2, 2, 2]  # the dataset's image, not the input
+        errors = pixels[TITLE_HEIGHT : TITLE_HEIGHT + 32, 3 * 48 : 4 * 48]
+        assert (errors == [255, 0, 0]).all()  # every labelled pixel is wrong (gt 1, prediction 0)
     # no index (a streamed dataset): the model's input resized to ori_shape
     writer.process(batch, [sample(pred, gt=gt, img_id="s/0.0.0.5")], [None])
     assert (tmp_path / "vis" / "s_0.0.0.5.png").is_file()
