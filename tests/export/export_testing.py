@@ -1,6 +1,7 @@
 """Tiny models of every shipped family, small enough to export and run on a CPU in seconds.
 
-Each is the family's base config (`configs/_base_/models/...`; DINOv3: its shipped config) with narrow,
+Each is the family's base config (`configs/_base_/models/...`; DINOv3, Mask2Former, EoMT: a shipped
+config) with narrow,
 shallow parts and no auxiliary head; BatchNorm statistics are randomised so a random model predicts
 several classes.
 """
@@ -29,8 +30,12 @@ BASES = {  # the config whose `model` each family starts from, relative to confi
     "dinov3": "dinov3/dinov3_vit-s16_linear_8xb2-40k_ade20k-512x512.yaml",
     "dpt": "_base_/models/dpt_vit-b16.yaml",
     "upernet-vit": "_base_/models/upernet_vit-b16_mln.yaml",
+    "mask2former": "mask2former/mask2former_r50_8xb2-160k_ade20k-512x512.yaml",
+    "eomt": "eomt/eomt_vit-s-dinov2_4xb4-39k_ade20k-512x512.yaml",
 }
 NUM_CLASSES = 5
+MASK_FAMILIES = ("mask2former", "eomt")
+MASK_SCALE = {"mask2former": 8.0, "eomt": 4.0}
 RESNET_D8 = {  # MMSegmentation's ResNetV1c-D8 layout (dilated last stages), narrow and shallow
     "type": "ResNetV1c",
     "depth": 18,
@@ -49,7 +54,9 @@ def tiny_cfg(family: str) -> dict[str, Any]:
     cfg.pop("type", None)
     cfg["auxiliary_head"] = None
     head = cfg["decode_head"]
-    head.update(num_classes=NUM_CLASSES, dropout_ratio=0.0)
+    head.update(num_classes=NUM_CLASSES)
+    if family not in MASK_FAMILIES:  # mask classifiers have no dropout before a classifier
+        head["dropout_ratio"] = 0.0
     if family == "segformer":
         cfg["backbone"].update(embed_dims=8, num_layers=[1, 1, 1, 1], drop_path_rate=0.0)
         head.update(in_channels=[8, 16, 40, 64], channels=16)
@@ -79,6 +86,13 @@ def tiny_cfg(family: str) -> dict[str, Any]:
         head.update(in_channels=[8, 16, 32, 64], channels=8)
     elif family in VIT_FAMILIES:
         _shrink_vit(family, cfg["backbone"], head, cfg.get("neck"))
+    elif family == "mask2former":
+        _shrink_mask2former(cfg, head)
+    elif family == "eomt":  # 4 blocks at dim 32, the queries joining the last 2 (masked attention on)
+        cfg["backbone"].update(pretrained=None, drop_path_rate=0.0)
+        cfg["backbone"]["model_kwargs"].update(embed_dim=VIT_DIM, depth=4, num_heads=2, img_size=64)
+        head.update(in_channels=VIT_DIM, num_queries=6, num_blocks=2)
+        head.update(mask_annealing_start_steps=None, mask_annealing_end_steps=None)
     cfg["id2label"] = {i: f"class_{i}" for i in range(NUM_CLASSES)}
     return cfg
 
@@ -117,6 +131,30 @@ def _shrink_vit(
         head.update(in_channels=[VIT_DIM] * 4, channels=16)
 
 
+def _shrink_mask2former(cfg: dict[str, Any], head: dict[str, Any]) -> None:
+    """The R50 config's head at width 16 (1 deformable-encoder layer, 2 decoder layers, 6 queries) on
+    a ResNet-18 of width 8 (strides 4..32, no dilation)."""
+    cfg["backbone"] = {"type": "ResNet", "depth": 18, "base_channels": 8, "out_indices": [0, 1, 2, 3]}
+    # the shipped config pads test images to a multiple of 32 in its preprocessor; an exported graph
+    # never pads (its runtime does, from config.json), so the graph is compared with unpadded PyTorch
+    cfg["data_preprocessor"].pop("test_cfg", None)
+    attn = {"embed_dims": 16, "num_heads": 2}
+    ffn = {"embed_dims": 16, "feedforward_channels": 32}
+    head.update(in_channels=[8, 16, 32, 64], feat_channels=16, out_channels=16, num_queries=6)
+    decoder = head["pixel_decoder"]
+    decoder["norm_cfg"] = {"type": "GN", "num_groups": 4}
+    decoder["encoder"] = {
+        "num_layers": 1,
+        "layer_cfg": {"self_attn_cfg": {**attn, "num_levels": 3, "num_points": 2}, "ffn_cfg": ffn},
+    }
+    decoder["positional_encoding"] = {"num_feats": 8, "normalize": True}
+    head["positional_encoding"] = {"num_feats": 8, "normalize": True}
+    head["transformer_decoder"] = {
+        "num_layers": 2,
+        "layer_cfg": {"self_attn_cfg": attn, "cross_attn_cfg": attn, "ffn_cfg": ffn},
+    }
+
+
 def tiny_model(family: str, seed: int = 0, **overrides: Any) -> Segmentor:
     """A random tiny model of `family` in eval mode, with BN statistics that spread its predictions."""
     torch.manual_seed(seed)
@@ -126,6 +164,16 @@ def tiny_model(family: str, seed: int = 0, **overrides: Any) -> Segmentor:
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.copy_(torch.rand(module.running_mean.shape, generator=g) * 0.4 - 0.2)
             module.running_var.copy_(torch.rand(module.running_var.shape, generator=g) * 0.5 + 0.75)
+    if family in MASK_FAMILIES:  # class and mask predictions wide enough for several classes to win
+        head = model.decode_head
+        classes, masks = (head.cls_embed, head.mask_embed) if family == "mask2former" else (
+            head.class_head, head.mask_head
+        )
+        with torch.no_grad():  # each query prefers its own class, none "no object"; sharper masks
+            classes.weight.copy_(torch.randn(classes.weight.shape, generator=g))
+            classes.weight[-1] = 0.0
+            classes.bias[-1] = -10.0
+            masks[-1].weight.mul_(MASK_SCALE[family])
     return model
 
 

@@ -69,6 +69,10 @@ def annealed_probability(iteration: int, start: int, end: int, power: float) -> 
     return (1.0 - (iteration - start) / (end - start)) ** power
 
 
+def _read_probs_after_load(head: EoMTHead, _incompatible_keys: Any) -> None:
+    head._block_probs()  # a module-level function (picklable), not a lambda
+
+
 class EoMTHead(MaskClassificationHead):
     """EoMT's queries, predictions and masked attention on the backbone's last ViT blocks.
 
@@ -145,6 +149,8 @@ class EoMTHead(MaskClassificationHead):
         )
         self.upscale = nn.Sequential(*[ScaleBlock(in_channels) for _ in range(num_upscale_blocks)])
         self.register_buffer("attn_mask_probs", torch.ones(num_blocks))
+        self._probs_read = [1.0] * num_blocks  # attn_mask_probs as last read (see `_block_probs`)
+        self.register_load_state_dict_post_hook(_read_probs_after_load)
         self._backbone: list[nn.Module] = []  # the bound backbone, kept out of this module's children
 
     # --- the backbone ----------------------------------------------------------------------------------
@@ -191,6 +197,16 @@ class EoMTHead(MaskClassificationHead):
 
         probs = [annealed_probability(iteration, step(s), step(e), power) for s, e in zip(starts, ends)]
         self.attn_mask_probs.copy_(torch.tensor(probs, dtype=self.attn_mask_probs.dtype))
+        self._block_probs()
+
+    def _block_probs(self) -> list[float]:
+        """Each joined block's masking probability as Python floats, for the inference branches (mask or
+        not): read from `attn_mask_probs`, except under torch.export, whose buffers are symbolic (no
+        value to branch on); there the values last read (on load, on `set_train_progress`, by every
+        eager forward) decide, so a model exports as it last ran."""
+        if not torch.compiler.is_exporting():
+            self._probs_read = [float(p) for p in self.attn_mask_probs.tolist()]
+        return self._probs_read
 
     # --- forward ---------------------------------------------------------------------------------------
     def _predict(
@@ -205,16 +221,17 @@ class EoMTHead(MaskClassificationHead):
 
     def _attn_mask(
         self, tokens: torch.Tensor, mask_logits: torch.Tensor, prob: torch.Tensor, grid: tuple[int, int],
-        num_prefix: int,
+        num_prefix: int, always: bool | None = None,
     ) -> torch.Tensor:
         """Boolean `(N, 1, T, T)` attention mask (True = attend): queries see only the patches where their
-        mask (resized to the grid) is on; each query is freed of it with probability `1 - prob`."""
+        mask (resized to the grid) is on; each query is freed of it with probability `1 - prob`
+        (`always`: whether `prob` is 1, when the caller knows it without reading the tensor)."""
         n, t = tokens.shape[:2]
         start = self.num_queries + num_prefix
         mask = torch.ones(n, t, t, dtype=torch.bool, device=tokens.device)
         on = F.interpolate(mask_logits, size=grid, mode="bilinear", align_corners=False).flatten(2) > 0
         mask[:, : self.num_queries, start:] = on
-        if prob < 1:
+        if not (always if always is not None else bool(prob >= 1)):
             free = torch.rand(n, self.num_queries, device=tokens.device) > prob
             mask[:, : self.num_queries, start:][free] = True
         return mask[:, None]
@@ -230,6 +247,7 @@ class EoMTHead(MaskClassificationHead):
         num_prefix = int(vit.num_prefix_tokens)
         first = len(vit.blocks) - self.num_blocks
         checkpointing = self.training and getattr(vit, "grad_checkpointing", False)
+        probs = None if self.training else self._block_probs()  # no read (no sync) in training
         all_cls, all_masks = [], []
         for i, block in enumerate(vit.blocks):
             mask = None
@@ -238,11 +256,12 @@ class EoMTHead(MaskClassificationHead):
                 x = torch.cat([queries, x], dim=1)
             if i >= first and self.masked_attn_enabled:
                 prob = self.attn_mask_probs[i - first]
-                if self.training or prob > 0:
+                if probs is None or probs[i - first] > 0:
                     masks, cls = self._predict(vit.norm(x), grid, num_prefix)
                     all_masks.append(masks)
                     all_cls.append(cls)
-                    mask = self._attn_mask(x, masks, prob, grid, num_prefix)
+                    always = None if probs is None else probs[i - first] >= 1
+                    mask = self._attn_mask(x, masks, prob, grid, num_prefix, always)
             if checkpointing:
                 x = cp.checkpoint(block, x, mask, use_reentrant=False)
             else:

@@ -176,7 +176,7 @@ class Mask2FormerHead(MaskClassificationHead):
             keys.append(x.flatten(2).transpose(1, 2) + self.level_embed.weight[i].to(x.dtype))
             pos = self.decoder_positional_encoding(n, h, w, x.device, x.dtype)
             key_pos.append(pos.flatten(2).transpose(1, 2))
-            sizes.append((int(h), int(w)))
+            sizes.append((h, w))  # no int(): torch.export keeps traced sizes symbolic
         query = self.query_feat.weight.unsqueeze(0).repeat(n, 1, 1)  # (repeat: no view of a parameter)
         query_pos = self.query_embed.weight.unsqueeze(0).repeat(n, 1, 1)
         cls_scores, mask_preds, attn_mask = self._forward_head(query, mask_features, sizes[0])

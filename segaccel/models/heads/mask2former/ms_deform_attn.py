@@ -37,12 +37,12 @@ def multi_scale_deformable_attention(
     """
     n, _, heads, head_dim = value.shape
     _, q, _, levels, points, _ = sampling_locations.shape
-    values = value.split([int(h) * int(w) for h, w in spatial_shapes], dim=1)
+    values = value.split([h * w for h, w in spatial_shapes], dim=1)
     grids = 2 * sampling_locations - 1  # grid_sample's [-1, 1]
     sampled = []
     for level, (h, w) in enumerate(spatial_shapes):
         # (N, h*w, heads, C) → (N*heads, C, h, w)
-        value_l = values[level].flatten(2).transpose(1, 2).reshape(n * heads, head_dim, int(h), int(w))
+        value_l = values[level].flatten(2).transpose(1, 2).reshape(n * heads, head_dim, h, w)
         # (N, Q, heads, points, 2) → (N*heads, Q, points, 2)
         grid_l = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
         # (N*heads, C, Q, points)
@@ -135,12 +135,14 @@ class MultiScaleDeformableAttention(nn.Module):
         offsets = self.sampling_offsets(query).view(n, q, self.num_heads, self.num_levels, self.num_points, 2)
         weights = self.attention_weights(query).view(n, q, self.num_heads, self.num_levels * self.num_points)
         weights = weights.softmax(-1).view(n, q, self.num_heads, self.num_levels, self.num_points)
-        # offsets are in pixels of each level: normalise by its (w, h)
-        normalizer = torch.tensor(
-            [[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device
+        # offsets are in pixels of each level: normalise by its (w, h), divided as the sizes come (Python
+        # ints, or symbols under torch.export: no tensor of sizes, which would pin them)
+        normalized = torch.stack(
+            [torch.stack((offsets[..., level, :, 0] / w, offsets[..., level, :, 1] / h), -1)
+             for level, (h, w) in enumerate(spatial_shapes)],
+            dim=3,
         )
-        normalizer = normalizer[None, None, None, :, None, :]
-        locations = reference_points[:, :, None, :, None, :] + offsets / normalizer
+        locations = reference_points[:, :, None, :, None, :] + normalized
         out = multi_scale_deformable_attention(value, spatial_shapes, locations, weights)
         return identity + self.dropout(self.output_proj(out))
 

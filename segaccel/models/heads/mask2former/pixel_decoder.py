@@ -93,9 +93,10 @@ def reference_points(
     """Pixel centres of every level in `[0, 1]`, `(n, sum(h*w), levels, 2)` as `(x, y)`."""
     points = []
     for h, w in spatial_shapes:
+        # linspace(0.5, h - 0.5, h) exactly (whole steps), written so a traced h stays a symbol
         ys, xs = torch.meshgrid(
-            torch.linspace(0.5, h - 0.5, h, device=device, dtype=dtype) / h,
-            torch.linspace(0.5, w - 0.5, w, device=device, dtype=dtype) / w,
+            (torch.arange(h, device=device, dtype=dtype) + 0.5) / h,
+            (torch.arange(w, device=device, dtype=dtype) + 0.5) / w,
             indexing="ij",
         )
         points.append(torch.stack((xs.reshape(-1), ys.reshape(-1)), -1))
@@ -195,7 +196,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             pos = pos + self.level_encoding.weight[i].view(1, -1, 1, 1).to(projected.dtype)
             inputs.append(projected.flatten(2).transpose(1, 2))
             positions.append(pos.flatten(2).transpose(1, 2))
-            shapes.append((int(h), int(w)))
+            shapes.append((h, w))  # ints, or symbols under torch.export (never int(): it pins them)
         query = torch.cat(inputs, 1)
         ref = reference_points(shapes, n, query.device, query.dtype)
         memory = self.encoder(query, torch.cat(positions, 1), ref, shapes)
