@@ -122,7 +122,8 @@ def test_the_training_script_refuses_the_payload(how, trained, tmp_path):
 
 def test_a_sharded_state_folder_is_checked_too(tmp_path):
     """torch.distributed.checkpoint (FSDP's sharded state) unpickles its `.metadata` itself: its own
-    dataclasses pass, a payload there is refused; its `.distcp` data files are its own layout."""
+    dataclasses pass, a payload there is refused. (A payload inside a `.distcp` data file is refused by
+    `check_dcp_folder`: tests/engine/test_fsdp_wiring.py.)"""
     import torch
     import torch.distributed.checkpoint as dcp
 
@@ -139,5 +140,31 @@ def test_a_sharded_state_folder_is_checked_too(tmp_path):
     marker = tmp_path / "MARKER"
     write_payload(ckpt / "pytorch_model_fsdp_0" / ".metadata", marker, "pickle")
     with pytest.raises(CheckpointError, match=r"pytorch_model_fsdp_0/\.metadata: refused: .*(posix|nt)"):
+        check_checkpoint_files(ckpt, process_index=0, num_custom=0)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"])
+def test_a_deepspeed_state_folder_is_checked_too(name, tmp_path):
+    """DeepSpeed (through Accelerate) keeps the model and optimizer in `pytorch_model/<tag>/*.pt`,
+    torch.save zips it loads with `weights_only=False`: every one is read by the restricted reader
+    first; a clean one passes, a payload in either is refused, naming it, and never runs."""
+    import torch
+
+    from segaccel.engine.checkpoint_files import check_checkpoint_files
+
+    ckpt = tmp_path / "iter_2"
+    state = ckpt / "pytorch_model" / "global_step2"
+    state.mkdir(parents=True)
+    (ckpt / "pytorch_model" / "latest").write_text("global_step2")  # DeepSpeed's tag file: plain text
+    torch.save({"module": {"w": torch.zeros(2)}, "global_steps": 2}, state / "mp_rank_00_model_states.pt")
+    torch.save({"optimizer_state_dict": {"step": 2}}, state / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    torch.save({}, ckpt / "random_states_0.pkl")
+    read = check_checkpoint_files(ckpt, process_index=0, num_custom=0)  # no model.safetensors needed
+    assert read[f"pytorch_model/global_step2/{name}"] is not None
+    marker = tmp_path / "MARKER"
+    write_payload(state / name, marker, "torch")
+    refused = rf"global_step2/{re.escape(name)}: refused: .*(posix|nt)\.system"
+    with pytest.raises(CheckpointError, match=refused):
         check_checkpoint_files(ckpt, process_index=0, num_custom=0)
     assert not marker.exists()
