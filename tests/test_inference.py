@@ -168,8 +168,11 @@ def _load_script(name: str):
     return module
 
 
-def test_infer_script_on_a_folder_writes_masks_and_overlays(model, tmp_path, capsys):
+def test_infer_script_on_a_folder_writes_masks_and_overlays(model, tmp_path, capsys, monkeypatch):
+    import segaccel.engine.logging as logs
+
     model.save_pretrained(tmp_path / "model")
+    monkeypatch.setattr(logs, "on_terminal", lambda stream=None: True)  # the bar is drawn on a terminal
     images = tmp_path / "images"
     images.mkdir()
     sizes = {"a": (30, 50), "b": (30, 50), "c": (41, 23)}
@@ -196,6 +199,10 @@ def test_infer_script_on_a_folder_writes_masks_and_overlays(model, tmp_path, cap
     )
     err = capsys.readouterr().err
     assert "segmenting" in err and "4/4" in err  # the progress bar
+    monkeypatch.setattr(logs, "on_terminal", lambda stream=None: False)  # redirected: no bar, no redraws
+    infer.main([str(extra), "--model", str(tmp_path / "model"), "--out-dir", str(tmp_path / "quiet")])
+    quiet = capsys.readouterr()
+    assert "\r" not in quiet.err and "segmenting" not in quiet.err and "wrote 1 mask to" in quiet.out
     assert sorted(p.name for p in written) == ["a.png", "b.png", "c.png", "extra.png"]
     loaded = Segmentor.from_pretrained(tmp_path / "model")
     for name, (h, w) in {**sizes, "extra": (20, 28)}.items():
