@@ -25,6 +25,7 @@ path can be run and tested on any machine:
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 from collections.abc import Callable
@@ -41,6 +42,9 @@ from segaccel.engine.logging import logger
 
 MODEL_DIR = "pytorch_model_fsdp_0"
 OPTIMIZER_DIR = "optimizer_0"
+# the root's methods that run the model besides `forward`: FSDP2 gathers the root's own parameters
+# (patch embeddings, head) only around these
+FORWARD_METHODS = ("predict",)
 
 
 def no_split_module_names(model: nn.Module) -> list[str]:
@@ -96,7 +100,8 @@ def wrap_policy(model: nn.Module, plugin: Any = None) -> Callable[[nn.Module], b
 def shard_model(model: nn.Module, accelerator: Accelerator, plugin: Any = None) -> nn.Module:
     """Shard `model` in place with `fully_shard` over all processes, as Accelerate's FSDP2 does.
 
-    Every module the wrap policy picks is a unit (innermost first), then the root. With mixed
+    Every module the wrap policy picks is a unit (innermost first), then the root; the root's
+    `predict` is registered as a forward method (`FORWARD_METHODS`). With mixed
     precision the forward runs under Accelerate's autocast. After each training forward the
     floating-point buffers (BN running statistics) are averaged over the processes, so they agree.
     """
@@ -112,12 +117,18 @@ def shard_model(model: nn.Module, accelerator: Accelerator, plugin: Any = None) 
     for module in reversed(units):  # children before parents
         fully_shard(module, mesh=mesh, reshard_after_forward=reshard)
     fully_shard(model, mesh=mesh, reshard_after_forward=reshard)
+    from torch.distributed.fsdp import register_fsdp_forward_method
+
+    for method in FORWARD_METHODS:  # validation and pictures call `predict`, not `forward`
+        if callable(getattr(model, method, None)):
+            register_fsdp_forward_method(model, method)
     if accelerator.native_amp:
         from accelerate.utils import get_mixed_precision_context_manager
 
         autocast = get_mixed_precision_context_manager(accelerator.native_amp, accelerator.autocast_handler)
         model.forward = autocast(model.forward)
     model.register_forward_hook(_average_buffers)
+    atexit.register(_close_process_group)
     if accelerator.is_main_process:
         logger.info(
             f"FSDP2 (fully_shard over {accelerator.num_processes} {accelerator.device.type} processes): "
@@ -166,6 +177,13 @@ def _average_buffers(module: nn.Module, args: Any, output: Any) -> None:
         if buf.is_floating_point():
             dist.all_reduce(buf.data, op=dist.ReduceOp.SUM)
             buf.data.div_(world)
+
+
+def _close_process_group() -> None:
+    """At exit, after a sharded run: destroy the gloo process group before the interpreter tears its
+    threads down (left alive, a process aborts with `terminate called without an active exception`)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_sharded(model: nn.Module) -> bool:
