@@ -5,9 +5,9 @@ shards the segmentor with `fully_shard`, engine.sharding).
 - 4 optimizer steps of 2 processes x 2 images reach the weights of one process x 4 images within
   1e-6 (the same global batch): with gradient clipping on (max_norm 0.5, below every step's norm, so
   every step is clipped) and the quickstart's paramwise groups (head lr x10, no decay on norms and
-  pos_block). The model is norm-exact: the tiny MiT has LayerNorms only and the head's BN is replaced
-  by GroupNorm (BN's batch statistics over 2 images differ from those over 4); no dropout or drop
-  path, no random flip.
+  pos_block); so do 2 processes x 1 image x 2 accumulated micro-batches. The model is norm-exact:
+  the tiny MiT has LayerNorms only and the head's BN is replaced by GroupNorm (BN's batch
+  statistics over 2 images differ from those over 4); no dropout or drop path, no random flip.
 - `--resume` from the sharded checkpoint at iteration 2 (`pytorch_model_fsdp_0/`, `optimizer_0/`,
   read through `RestrictedLoadPlanner`) ends with the straight run's weights, optimizer state and LR.
 - the exported `model.safetensors` (written by the main process from the gathered weights) is the
@@ -96,6 +96,15 @@ def test_fsdp2_two_processes_equal_one_and_resume_exactly(tmp_path, fresh_accele
     for r1, r2 in zip(first, second, strict=True):
         assert r1["lr"] == r2["lr"] and r1["loss"] == pytest.approx(r2["loss"], rel=1e-5)
         assert r1["grad_norm"] == pytest.approx(r2["grad_norm"], rel=1e-5)
+
+    # ... and with gradient accumulation: 2 processes x 1 image x 2 micro-batches
+    accum = tmp_path / "accum"
+    micro = ["train_dataloader.batch_size=1", "optim_wrapper.accumulative_counts=2"]
+    run([*fsdp2_launch(), str(TRAIN_SCRIPT), str(config), "--work-dir", str(accum), *micro])
+    assert "1 per process x 2 processes x 2 accumulation = 4" in (accum / "logs" / "train.log").read_text()
+    d = load_model_weights(accum / "model")
+    diff = max((a[k] - d[k]).abs().max().item() for k in a)
+    assert diff < 1e-6, diff
 
     # 2. the sharded checkpoint, and --resume from it
     iter2 = two / "checkpoints" / "iter_2"
