@@ -8,14 +8,17 @@
 Run `python scripts/benchmark.py SUBCOMMAND --help` for each one's options. Installed as
 `segaccel benchmark`. Sub-commands that read a config take `key=value` overrides anywhere on the
 line, as `segaccel train` does (`--cfg-options key=value ...` is the same thing), and a shipped
-config's name (`configs/quickstart.yaml`).
+config's name (`configs/quickstart.yaml`). `--json-file PATH` (every sub-command) also writes the table's
+rows to PATH as a JSON list, for scripts that collect figures (`scripts/gpu_check.sh`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
+from pathlib import Path
 
 from segaccel.benchmark import SUBCOMMANDS
 from segaccel.cli.common import find_config, is_override
@@ -40,6 +43,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             sub_parser.add_argument(
                 "--cfg-options", nargs="*", default=[], metavar="key=value", help="dotted config overrides"
             )
+        sub_parser.add_argument(
+            "--json-file", metavar="PATH", default=None, help="also write the rows as JSON"
+        )
     argv = list(sys.argv[1:] if argv is None else argv)
     # `key=value` words anywhere after the sub-command are config overrides (as --cfg-options)
     overrides = [word for word in argv[1:] if is_override(word)]
@@ -52,7 +58,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         args.cfg_options = [*(args.cfg_options or []), *overrides]
     if getattr(args, "config", None):
         args.config = str(find_config(args.config))
-    return modules[args.command].run(args)
+    rows = modules[args.command].run(args)
+    if args.json_file:
+        write_rows(Path(args.json_file), rows)
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """The rows as a JSON list (values JSON cannot hold written as text), written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(rows, indent=1, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
 
 
 def run() -> int:
