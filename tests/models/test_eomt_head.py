@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.utils.checkpoint
 
 from segaccel.models import Segmentor
 from segaccel.models.heads.eomt_head import annealed_probability
@@ -35,8 +36,11 @@ def tiny_head(**overrides) -> dict:
         "num_queries": 5,
         "num_blocks": 2,
         "patch_size": 16,
-        "loss_decode": {"type": "MaskClassificationLoss", "num_points": 256,
-                        "matcher": {"type": "HungarianMatcher", "num_points": 256}},
+        "loss_decode": {
+            "type": "MaskClassificationLoss",
+            "num_points": 256,
+            "matcher": {"type": "HungarianMatcher", "num_points": 256},
+        },
     }
     cfg.update(overrides)
     return cfg
@@ -160,3 +164,52 @@ def test_config_json_round_trip(tmp_path):
     x = torch.randn(1, 3, 64, 80)
     with torch.no_grad():
         torch.testing.assert_close(model.predict(x)[0].seg_logits.data, loaded.predict(x)[0].seg_logits.data)
+
+
+def test_with_cp_checkpoints_every_block_with_the_same_losses_and_gradients(monkeypatch):
+    """`with_cp: true` on the backbone: the head runs all ViT blocks (its joined ones included) under
+    activation checkpointing, with the plain model's losses and gradients (same seed: the random
+    attention-mask draws, points and drop path agree)."""
+    calls: list[int] = []
+    original = torch.utils.checkpoint.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
+    kwargs = {
+        "img_size": 64,
+        "patch_size": 16,
+        "embed_dim": 32,
+        "depth": 4,
+        "num_heads": 2,
+        "drop_path_rate": 0.2,
+    }
+    g = torch.Generator().manual_seed(1)
+    images = [torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8, generator=g) for _ in range(2)]
+    samples = [
+        SegDataSample(
+            gt_sem_seg=PixelData(torch.randint(0, NUM_CLASSES, (1, 64, 96), generator=g)),
+            metainfo={"img_shape": (64, 96), "ori_shape": (64, 96)},
+        )
+        for _ in range(2)
+    ]
+    results = []
+    for with_cp in (False, True):
+        model = tiny_eomt(backbone=tiny_backbone(with_cp=with_cp, model_kwargs=kwargs)).train()
+        model.decode_head.attn_mask_probs.fill_(0.5)  # random per-query masking: the RNG must replay
+        data = model.data_preprocessor({"inputs": images, "data_samples": samples}, training=True)
+        torch.manual_seed(7)
+        losses = model(data["inputs"], data["data_samples"], mode="loss")
+        sum(losses.values()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append(({k: v.item() for k, v in losses.items()}, grads))
+    assert len(calls) == 4  # the 4 blocks of the checkpointed model, none of the plain one
+    (plain_losses, plain_grads), (cp_losses, cp_grads) = results
+    assert plain_losses.keys() == cp_losses.keys()
+    for k, v in plain_losses.items():
+        assert cp_losses[k] == pytest.approx(v, abs=1e-6), k
+    assert plain_grads.keys() == cp_grads.keys() and len(plain_grads) > 20
+    for n, grad in plain_grads.items():
+        torch.testing.assert_close(cp_grads[n], grad, rtol=1e-5, atol=1e-6, msg=n)
