@@ -14,8 +14,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, TRAIN_SCRIPT
-from engine_helpers import read_scalars
+from engine_helpers import ROOT, TRAIN_SCRIPT, read_scalars
 
 from segaccel.config import load_config
 from segaccel.engine.runner import Runner
