@@ -91,10 +91,25 @@ def wrap_policy(model: nn.Module, plugin: Any = None) -> Callable[[nn.Module], b
     declared first); a model without declared blocks is sharded as one unit."""
     from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
 
-    declare_no_split_modules(model)
+    names = declare_no_split_modules(model)
     plugin = plugin if plugin is not None else fsdp2_plugin()
+    name_blocks_on_plugin(plugin, names)
     policy = fsdp2_prepare_auto_wrap_policy(plugin, model)
     return policy if policy is not None else (lambda module: False)
+
+
+def name_blocks_on_plugin(plugin: Any, names: list[str]) -> None:
+    """Write the declared block classes into the plugin's `transformer_cls_names_to_wrap` when the
+    launch config names none: Accelerate < 1.14 then wraps no block at all under FSDP2 (only the root,
+    so nothing is sharded block by block); 1.14 and later read `_no_split_modules` themselves."""
+    if plugin is not None and names and getattr(plugin, "transformer_cls_names_to_wrap", []) is None:
+        plugin.transformer_cls_names_to_wrap = list(names)
+
+
+def cpu_sharding_supported() -> bool:
+    """Whether this torch's `fully_shard` runs on CPU processes: its collectives record events on the
+    device's stream, which torch 2.6's CPU stream stand-in cannot (`torch.cpu.Stream.record_event`)."""
+    return hasattr(torch.cpu.Stream(), "record_event")
 
 
 def shard_model(model: nn.Module, accelerator: Accelerator, plugin: Any = None) -> nn.Module:
@@ -108,6 +123,11 @@ def shard_model(model: nn.Module, accelerator: Accelerator, plugin: Any = None) 
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
+    if accelerator.device.type == "cpu" and not cpu_sharding_supported():
+        raise RuntimeError(
+            f"FSDP2 on CPU processes needs a newer torch than {torch.__version__} (its fully_shard "
+            "cannot run on CPU streams); upgrade torch, or launch on GPUs, or drop the FSDP config"
+        )
     plugin = plugin if plugin is not None else fsdp2_plugin()
     policy = wrap_policy(model, plugin)
     mesh = init_device_mesh(accelerator.device.type, (accelerator.num_processes,))
@@ -140,7 +160,8 @@ def shard_model(model: nn.Module, accelerator: Accelerator, plugin: Any = None) 
 def shard_if_requested(model: nn.Module, accelerator: Accelerator) -> nn.Module:
     """Declare the model's blocks on its root (for Accelerate's FSDP2 on GPUs) and shard it here when
     the launch asks for FSDP2 on CPU processes (`sharding_requested`)."""
-    declare_no_split_modules(model)
+    names = declare_no_split_modules(model)
+    name_blocks_on_plugin(getattr(accelerator.state, "fsdp_plugin", None), names)
     return shard_model(model, accelerator) if sharding_requested(accelerator) else model
 
 

@@ -55,6 +55,12 @@ _NORMS: dict[str, tuple[str, type[nn.Module]]] = {
 }
 
 
+def is_exporting() -> bool:
+    """`torch.compiler.is_exporting()` where this torch has it (newer than the declared floor, 2.6)."""
+    check = getattr(torch.compiler, "is_exporting", None)
+    return bool(check and check())
+
+
 def norm_name(cfg: dict[str, Any]) -> str:
     """mmcv's attribute name for a norm config: `bn` (BN, SyncBN), `gn`, `ln` or `in`."""
     _check_type(cfg, _NORMS, "norm_cfg")

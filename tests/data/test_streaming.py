@@ -189,17 +189,22 @@ def test_two_processes_get_disjoint_shards(tmp_path):
         "MASTER_ADDR": "127.0.0.1",
         "MASTER_PORT": str(29500 + os.getpid() % 2000),
     }
+    # stderr to files, not pipes: a process blocked on a full pipe would stall the other in a collective
+    logs = [open(tmp_path / f"rank{r}.log", "w+") for r in range(2)]
     procs = [
         subprocess.Popen(
             [sys.executable, str(script)],
             env={**env, "RANK": str(r), "PYTHONPATH": str(ROOT)},  # segaccel from this checkout
-            stderr=subprocess.PIPE,
+            stderr=logs[r],
             text=True,
         )
         for r in range(2)
     ]
-    for p in procs:
-        _, err = p.communicate(timeout=120)
+    for p, log in zip(procs, logs):
+        p.wait(timeout=120)
+        log.seek(0)
+        err = log.read()
+        log.close()
         assert p.returncode == 0, err[-2000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
     for name, total in (("shards", 12), ("examples", 9)):

@@ -30,6 +30,8 @@ import torch
 from engine_helpers import ROOT, TINY_CONFIG, TRAIN_SCRIPT, free_port, load_model_weights, read_scalars
 from test_signals import read_until
 
+from segaccel.engine.sharding import cpu_sharding_supported
+
 PARITY = """
 model:
   backbone: {{drop_path_rate: 0.0}}
@@ -103,6 +105,7 @@ def flat(tree, prefix=""):
         yield prefix.rstrip("."), tree
 
 
+@pytest.mark.skipif(not cpu_sharding_supported(), reason="this torch cannot fully_shard on CPU")
 @pytest.mark.e2e
 def test_fsdp2_two_processes_equal_one_and_resume_exactly(tmp_path, fresh_accelerate):
     (tmp_path / "tiny_base.yaml").write_text(TINY_CONFIG)

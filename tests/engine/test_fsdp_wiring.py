@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -25,7 +26,13 @@ from engine_helpers import ROOT, TINY_CONFIG, free_port
 from torch import nn
 
 from segaccel.engine.checkpoint_files import CheckpointError, check_checkpoint_files, check_dcp_folder
-from segaccel.engine.sharding import declare_no_split_modules, restricted_load, wrap_policy
+from segaccel.engine.sharding import (
+    cpu_sharding_supported,
+    declare_no_split_modules,
+    restricted_load,
+    shard_model,
+    wrap_policy,
+)
 
 CONFIGS = ROOT / "accelerate_configs"
 
@@ -197,6 +204,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.skipif(not cpu_sharding_supported(), reason="this torch cannot fully_shard on CPU")
 def test_two_gloo_processes_shard_with_the_same_param_groups_and_agreeing_buffers(tmp_path):
     import torch.multiprocessing as mp
 
@@ -251,3 +259,10 @@ def test_a_payload_in_a_sharded_state_is_refused(tmp_path):
     restricted_load(back, clean)
     assert torch.equal(back["m"]["w"], torch.arange(3.0)) and back["m"]["lr"] == 0.25
     assert tuple(back["m"]["betas"]) == (0.9, 0.99)
+
+
+@pytest.mark.skipif(cpu_sharding_supported(), reason="this torch shards on CPU processes")
+def test_an_old_torch_refuses_cpu_sharding_with_what_to_do():
+    accelerator = SimpleNamespace(device=torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="FSDP2 on CPU processes needs a newer torch than"):
+        shard_model(nn.Linear(2, 2), accelerator)

@@ -141,7 +141,8 @@ class FakeHub:
             return 409, {}, {"error": "You already created this model repo", "url": f"{self.url}/{repo_id}"}
         empty = {"sha": _sha(repo_id.encode()), "message": "initial commit", "files": {}}
         self.repos[repo_id] = {
-            "private": payload.get("visibility") == "private",
+            # recent huggingface_hub releases send `visibility`; older ones (1.3) send `private: true`
+            "private": payload.get("visibility") == "private" or payload.get("private") is True,
             "branches": {"main": [empty]},
         }
         return 200, {}, {"url": f"{self.url}/{repo_id}", "name": repo_id}

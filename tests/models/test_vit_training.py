@@ -22,12 +22,12 @@ from segaccel.engine.runner import Runner  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_DATA = "{num_train: 96, num_val: 12, image_size: [48, 64], seed: 5}"
-TINY_VIT = {  # DINOv3's tiny ViT (qkv bias, RoPE, 4 storage tokens), two blocks, 8-pixel patches
+TINY_VIT = {  # DINOv3's ViT (qkv bias, RoPE, 4 storage tokens): ViT-Tiny width, two blocks, 8-px patches
     "type": "TimmBackbone",
-    "model_name": "vit_tiny_patch16_dinov3_qkvb",
+    "model_name": "vit_small_patch16_dinov3_qkvb",
     "out_indices": [-1],
     "final_norm": True,
-    "model_kwargs": {"depth": 2, "patch_size": 8},
+    "model_kwargs": {"depth": 2, "patch_size": 8, "embed_dim": 192, "num_heads": 3},
 }
 
 
@@ -148,7 +148,7 @@ def test_frozen_backbone_stays_bit_identical_while_the_head_trains(
     head = model.decode_head
     assert not torch.equal(head.conv_seg.weight, torch.zeros_like(head.conv_seg.weight))
     # the banner names the weights' licence (a local file: timm's record for the architecture's weights)
-    expected = "fair-noncommercial-research-license" if "dinov3" in backbone["model_name"] else "apache-2.0"
+    expected = "dinov3-license" if "dinov3" in backbone["model_name"] else "apache-2.0"
     log = (tmp_path / "run" / "logs" / "train.log").read_text()
     assert re.search(rf"weights licence +: {expected} \(the backbone's weights", log)
     assert head.bn.num_batches_tracked.item() == 6  # the head did train, six steps

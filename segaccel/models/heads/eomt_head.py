@@ -32,6 +32,7 @@ from torch import nn
 
 from segaccel.models.backbones.vit_features import pad_to_patch
 from segaccel.models.heads.mask_classification import DEFAULT_LOSS, MaskClassificationHead
+from segaccel.models.utils import is_exporting
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -204,7 +205,7 @@ class EoMTHead(MaskClassificationHead):
         not): read from `attn_mask_probs`, except under torch.export, whose buffers are symbolic (no
         value to branch on); there the values last read (on load, on `set_train_progress`, by every
         eager forward) decide, so a model exports as it last ran."""
-        if not torch.compiler.is_exporting():
+        if not is_exporting():
             self._probs_read = [float(p) for p in self.attn_mask_probs.tolist()]
         return self._probs_read
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from segaccel.models.heads.decode_head import BaseDecodeHead
-from segaccel.models.utils import ConvModule, resize
+from segaccel.models.utils import ConvModule, is_exporting, resize
 
 
 def _pool_weights(size: int | torch.SymInt, out: int, like: torch.Tensor) -> torch.Tensor:
@@ -37,19 +37,13 @@ def adaptive_avg_pool2d(x: torch.Tensor, output_size: int | Sequence[int]) -> to
     return _pool_weights(h, out_h, x) @ x @ _pool_weights(w, out_w, x).transpose(0, 1)
 
 
-def _is_exporting() -> bool:
-    """`torch.compiler.is_exporting()` where this torch has it (newer than the declared floor)."""
-    check = getattr(torch.compiler, "is_exporting", None)
-    return bool(check and check())
-
-
 class AdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
     """`nn.AdaptiveAvgPool2d` (eager: the native kernel) that traces as `adaptive_avg_pool2d` under
     `torch.export`, so exported PSP/UPerNet graphs take any input size."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = self.output_size
-        if _is_exporting() and (isinstance(size, int) or None not in size):
+        if is_exporting() and (isinstance(size, int) or None not in size):
             return adaptive_avg_pool2d(x, size)
         return super().forward(x)
 
