@@ -10,7 +10,7 @@ The model is compiled in place (`nn.Module.compile`: its state dict, checkpoints
 keep their names) after Accelerate has prepared it, so under DDP the segmentor inside is compiled and
 under FSDP2 the sharded model is (PyTorch's recommended order). Each mode of the segmentor's forward
 (`loss` in training, `predict` in validation and tests) is compiled once on first use; the first
-iterations are therefore slow. Measured effect: docs/guides/scaling.md.
+iterations are therefore slow. Measured effect: docs/guides/performance.md.
 """
 
 from __future__ import annotations
