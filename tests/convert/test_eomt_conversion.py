@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conversion_testing import randomised
 
 from segaccel.convert.eomt import (
     eomt_config_from_transformers,
@@ -41,29 +42,6 @@ def tiny_config(**overrides) -> transformers.EomtConfig:
     )
     kwargs.update(overrides)
     return transformers.EomtConfig(**kwargs)
-
-
-def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every floating tensor drawn afresh from `seed`, not from the library's init (which changes
-    between transformers releases), so every tensor is off any init and a wrong mapping shows:
-    matrices ~ N(0, 1/fan_in), norm scales 1 + N(0, 0.2), other vectors N(0, 0.2), BN variances in
-    [0.5, 1.5)."""
-    g = torch.Generator().manual_seed(seed)
-    norms = {n for n, m in model.named_modules() if "Norm" in type(m).__name__}
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.is_floating_point() or name == "attn_mask_probs":
-                continue
-            noise = torch.randn(tensor.shape, generator=g)
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=g) + 0.5)
-            elif tensor.dim() >= 2:
-                tensor.copy_(noise / tensor[0].numel() ** 0.5)
-            elif name.endswith(".weight") and name.rsplit(".", 1)[0] in norms:
-                tensor.copy_(1 + 0.2 * noise)
-            else:
-                tensor.copy_(0.2 * noise)
-    return model.eval()
 
 
 def converted(theirs: torch.nn.Module, preprocessor: dict | None = None) -> Segmentor:
@@ -176,7 +154,11 @@ def test_config_conversion():
     assert is_transformers_eomt({"model_type": "eomt"}) and not is_transformers_eomt({"model_type": "vit"})
     cfg = eomt_config_from_transformers(tiny_config().to_dict())
     assert cfg["backbone"]["model_kwargs"] == {
-        "img_size": 64, "patch_size": 16, "embed_dim": 32, "depth": 4, "num_heads": 2
+        "img_size": 64,
+        "patch_size": 16,
+        "embed_dim": 32,
+        "depth": 4,
+        "num_heads": 2,
     }
     assert cfg["backbone"]["out_indices"] == [3] and cfg["backbone"]["final_norm"] is True
     assert cfg["decode_head"]["num_blocks"] == 2 and cfg["decode_head"]["num_queries"] == 6

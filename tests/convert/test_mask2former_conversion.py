@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from conversion_testing import randomised
 
 from segaccel.convert.mask2former import (
     mask2former_config_from_transformers,
@@ -48,29 +49,6 @@ def tiny_resnet_config(**overrides) -> transformers.Mask2FormerConfig:
     )
     kwargs.update(overrides)
     return transformers.Mask2FormerConfig(**kwargs)
-
-
-def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every floating tensor drawn afresh from `seed`, not from the library's init (which changes
-    between transformers releases), so every tensor is off any init and a wrong mapping shows:
-    matrices ~ N(0, 1/fan_in), norm scales 1 + N(0, 0.2), other vectors N(0, 0.2), BN variances in
-    [0.5, 1.5)."""
-    g = torch.Generator().manual_seed(seed)
-    norms = {n for n, m in model.named_modules() if "Norm" in type(m).__name__}
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if not tensor.is_floating_point() or name == "attn_mask_probs":
-                continue
-            noise = torch.randn(tensor.shape, generator=g)
-            if name.endswith("running_var"):
-                tensor.copy_(torch.rand(tensor.shape, generator=g) + 0.5)
-            elif tensor.dim() >= 2:
-                tensor.copy_(noise / tensor[0].numel() ** 0.5)
-            elif name.endswith(".weight") and name.rsplit(".", 1)[0] in norms:
-                tensor.copy_(1 + 0.2 * noise)
-            else:
-                tensor.copy_(0.2 * noise)
-    return model.eval()
 
 
 def converted(theirs: torch.nn.Module) -> Segmentor:
@@ -186,8 +164,13 @@ def test_config_conversion():
 
 def test_preprocessing_conversion():
     pre, pipeline = preprocessing_from_image_processor(
-        {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25], "size": {"shortest_edge": 512,
-         "longest_edge": 2048}, "size_divisor": 32}, {}
+        {
+            "image_mean": [0.5, 0.5, 0.5],
+            "image_std": [0.25, 0.25, 0.25],
+            "size": {"shortest_edge": 512, "longest_edge": 2048},
+            "size_divisor": 32,
+        },
+        {},
     )
     assert pre["mean"] == [127.5] * 3 and pre["std"] == [63.75] * 3 and pre["size_divisor"] == 32
     assert pipeline == [{"type": "ResizeShortestEdge", "scale": 512, "max_size": 2048}]
@@ -256,7 +239,6 @@ def test_swin_features_and_logits_equal_transformers(swin_twins):
     torch.testing.assert_close(all_masks[-1], out.masks_queries_logits, atol=1e-4, rtol=0)
 
 
-
 def test_swin_every_layer_equals_transformers_in_float64(swin_twins):
     """Every decoder layer's logits (deep supervision too) in float64: the conversion is exact, so the
     float32 differences (up to ~2e-4 on an intermediate layer's mask logits of magnitude ~17, 5e-5 on the
@@ -274,6 +256,7 @@ def test_swin_every_layer_equals_transformers_in_float64(swin_twins):
     for ours_c, theirs_c, ours_m, theirs_m in zip(all_cls, theirs_cls, all_masks, theirs_masks):
         torch.testing.assert_close(ours_c, theirs_c, atol=1e-9, rtol=0)
         torch.testing.assert_close(ours_m, theirs_m, atol=1e-9, rtol=0)
+
 
 def test_swin_checkpoint_names_as_saved(swin_twins, tmp_path):
     """transformers saves its 4.x names (attention.self.query, intermediate.dense, ...): read them too."""

@@ -11,7 +11,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from engine_helpers import reset_accelerate
+from engine_helpers import free_port, reset_accelerate
 from PIL import Image
 
 from segaccel.data import SampleError, build_dataset
@@ -145,8 +145,9 @@ def test_a_resumed_shuffled_stream_does_not_start_the_epoch_again(tmp_path, work
 
 
 WORKER = r"""
-import json, os, sys
+import faulthandler, json, os, sys
 import datasets, torch, torch.distributed as dist
+faulthandler.dump_traceback_later(90, exit=True)  # a hang ends with every thread's stack in the log
 datasets.config.SLEEP_TIME_ON_THREADS_SHUTDOWN = 0
 from segaccel.data import build_dataset
 from segaccel.data.streaming import StreamCheckpoint, StreamLoader, stream_collate
@@ -187,7 +188,7 @@ def test_two_processes_get_disjoint_shards(tmp_path):
         **os.environ,
         "WORLD_SIZE": "2",
         "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(29500 + os.getpid() % 2000),
+        "MASTER_PORT": str(free_port()),
     }
     # stderr to files, not pipes: a process blocked on a full pipe would stall the other in a collective
     logs = [open(tmp_path / f"rank{r}.log", "w+") for r in range(2)]
