@@ -36,8 +36,8 @@ from segaccel.benchmark.table import markdown_table
 QUICKSTART = "configs/quickstart.yaml"
 SEGFORMER_B0 = "configs/segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.yaml"
 VIT_B = "configs/vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.yaml"
-# a short quickstart run: 200 steps, a validation and a checkpoint at the end, a log line every 20
 BUDGET = 470.0  # seconds for all checks (each is also bounded by its own limit)
+# a short quickstart run: 200 steps, a validation and a checkpoint at the end, a log line every 20
 SHORT_RUN = [
     "train_cfg.max_iters=200",
     "train_cfg.val_interval=200",
@@ -117,7 +117,7 @@ def summarize_run(work_dir: Path) -> str:
         parts.append(f"iter {last['iter']}")
         if last.get("loss") is not None:
             parts.append(f"loss {last['loss']:.4f}")
-        # per log interval
+        # the counters are per log interval: the run's total is their sum
         skipped = {k: sum(r.get(k) or 0 for r in train) for k in ("overflow_skipped", "nonfinite_skipped")}
         parts.append(f"scaler skips {int(skipped['overflow_skipped'])}")
         if skipped["nonfinite_skipped"]:

@@ -55,6 +55,20 @@ def tiny_eomt(head: dict | None = None, backbone: dict | None = None) -> Segment
     )
 
 
+def labelled_batch(seed: int) -> tuple[list[torch.Tensor], list[SegDataSample]]:
+    """Two uint8 64x96 images with random labels, as the DataLoader gives them."""
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8, generator=g) for _ in range(2)]
+    samples = [
+        SegDataSample(
+            gt_sem_seg=PixelData(torch.randint(0, NUM_CLASSES, (1, 64, 96), generator=g)),
+            metainfo={"img_shape": (64, 96), "ori_shape": (64, 96)},
+        )
+        for _ in range(2)
+    ]
+    return images, samples
+
+
 def test_predictions_before_each_joined_block_and_after_the_last():
     model = tiny_eomt().train()
     x = torch.randn(2, 3, 64, 96)  # non-square, 4x6 patches
@@ -112,15 +126,7 @@ def test_annealing_schedule_by_hand():
 
 def test_losses_and_gradients_reach_the_backbone_and_queries():
     model = tiny_eomt().train()
-    g = torch.Generator().manual_seed(0)
-    images = [torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8, generator=g) for _ in range(2)]
-    samples = [
-        SegDataSample(
-            gt_sem_seg=PixelData(torch.randint(0, NUM_CLASSES, (1, 64, 96), generator=g)),
-            metainfo={"img_shape": (64, 96), "ori_shape": (64, 96)},
-        )
-        for _ in range(2)
-    ]
+    images, samples = labelled_batch(seed=0)
     data = model.data_preprocessor({"inputs": images, "data_samples": samples}, training=True)
     losses = model(data["inputs"], data["data_samples"], mode="loss")
     names = {f"decode.{p}{k}" for p in ("", "d0.", "d1.") for k in ("loss_cls", "loss_mask", "loss_dice")}
@@ -166,35 +172,12 @@ def test_config_json_round_trip(tmp_path):
         torch.testing.assert_close(model.predict(x)[0].seg_logits.data, loaded.predict(x)[0].seg_logits.data)
 
 
-def test_with_cp_checkpoints_every_block_with_the_same_losses_and_gradients(monkeypatch):
+def test_with_cp_checkpoints_every_block_with_the_same_losses_and_gradients(checkpoint_calls):
     """`with_cp: true` on the backbone: the head runs all ViT blocks (its joined ones included) under
     activation checkpointing, with the plain model's losses and gradients (same seed: the random
     attention-mask draws, points and drop path agree)."""
-    calls: list[int] = []
-    original = torch.utils.checkpoint.checkpoint
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
-    kwargs = {
-        "img_size": 64,
-        "patch_size": 16,
-        "embed_dim": 32,
-        "depth": 4,
-        "num_heads": 2,
-        "drop_path_rate": 0.2,
-    }
-    g = torch.Generator().manual_seed(1)
-    images = [torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8, generator=g) for _ in range(2)]
-    samples = [
-        SegDataSample(
-            gt_sem_seg=PixelData(torch.randint(0, NUM_CLASSES, (1, 64, 96), generator=g)),
-            metainfo={"img_shape": (64, 96), "ori_shape": (64, 96)},
-        )
-        for _ in range(2)
-    ]
+    kwargs = {**tiny_backbone()["model_kwargs"], "drop_path_rate": 0.2}
+    images, samples = labelled_batch(seed=1)
     results = []
     for with_cp in (False, True):
         model = tiny_eomt(backbone=tiny_backbone(with_cp=with_cp, model_kwargs=kwargs)).train()
@@ -205,7 +188,7 @@ def test_with_cp_checkpoints_every_block_with_the_same_losses_and_gradients(monk
         sum(losses.values()).backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         results.append(({k: v.item() for k, v in losses.items()}, grads))
-    assert len(calls) == 4  # the 4 blocks of the checkpointed model, none of the plain one
+    assert len(checkpoint_calls) == 4  # the 4 blocks of the checkpointed model, none of the plain one
     (plain_losses, plain_grads), (cp_losses, cp_grads) = results
     assert plain_losses.keys() == cp_losses.keys()
     for k, v in plain_losses.items():

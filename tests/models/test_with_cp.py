@@ -28,26 +28,14 @@ FAMILIES: dict[str, Callable[..., nn.Module]] = {
         embed_dims=8, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=7, drop_path_rate=0.3, **kw
     ),
     "convnext": lambda **kw: ConvNeXt(
-        arch={"depths": [1, 1, 2, 1], "channels": [8, 16, 32, 64]}, out_indices=[0, 1, 2, 3],
-        drop_path_rate=0.3, **kw
+        arch={"depths": [1, 1, 2, 1], "channels": [8, 16, 32, 64]},
+        out_indices=[0, 1, 2, 3],
+        drop_path_rate=0.3,
+        **kw,
     ),
     "resnet": lambda **kw: ResNetV1c(depth=50, base_channels=4, stem_channels=8, **kw),
 }
 BLOCKS = {"mit": 5, "swin": 8, "convnext": 5, "resnet": 16}  # blocks each model above has
-
-
-@pytest.fixture
-def checkpoint_calls(monkeypatch) -> list[int]:
-    """Counts `torch.utils.checkpoint.checkpoint` calls (the backbones call it as `cp.checkpoint`)."""
-    calls: list[int] = []
-    original = torch.utils.checkpoint.checkpoint
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
-    return calls
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
