@@ -10,9 +10,10 @@ applies them here in training, after collation, on the images' device (MMSegment
 - `PhotoMetricDistortion` `{"brightness", "contrast", "contrast_first", "saturation", "hue"}`: the same
   arithmetic as the CPU transform (MMSegmentation's): brightness/contrast as 256-entry tables built in
   float32 exactly like the CPU ones; OpenCV's uint8 RGB→HSV in its integer arithmetic (exact); HSV→RGB
-  in OpenCV's float32 formula, truncated as its vectorised loop does. Measured against the CPU
-  transform: the same pixels except rare ±1 steps (OpenCV rounds instead of truncating in the last
-  few pixels of a row whose width is not a multiple of its vector size); see tests/models.
+  in OpenCV's float32 formula, truncated as its vectorised loop does and rounded in the last
+  `width % block` pixels of each row, which its scalar loop finishes (the block is read from the
+  installed OpenCV once: 32 pixels with AVX2). Measured against the CPU transform on x86: the same
+  pixels at every width; see tests/models.
 
 Flips and photometric steps commute (a flip moves pixels, the photometric steps change each pixel by
 its own value), so the flips of a sample are applied first, then the photometric distortions of all
@@ -24,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
+import numpy as np
 import torch
 
 from segaccel.structures import PixelData, SegDataSample
@@ -33,6 +36,7 @@ FLIP_DIMS = {"horizontal": (-1,), "vertical": (-2,), "diagonal": (-2, -1)}
 
 _HSV_SHIFT = 12
 _tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+_scalar_block: list[int | None] = []  # OpenCV's HSV→RGB vector block, once read (`_opencv_block`)
 
 
 def has_batch_augments(samples: Sequence[SegDataSample] | None) -> bool:
@@ -76,11 +80,27 @@ def _fused_one_minus(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (1.0 - a.double() * b.double()).float()
 
 
-def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) uint8 HSV → uint8 RGB in the float32 arithmetic of OpenCV's vectorised `COLOR_HSV2RGB`.
+def _opencv_block() -> int | None:
+    """Pixels per step of OpenCV's vectorised uint8 `COLOR_HSV2RGB` loop (None: no vector loop).
 
-    Its loop computes `v * (1 - s * h)` with a fused multiply-add (one rounding) and truncates the
-    result times 255; both are reproduced here.
+    Read from the installed OpenCV once. The probe pixel's G is 255 * v * (1 - s * (1 - f)) = 42.9:
+    the vector loop truncates it to 42, the scalar loop rounds it to 43. In a row of 1023 such
+    pixels the vector loop covers the first 1023 - 1023 % block = 1024 - block (a power-of-two block).
+    """
+    if not _scalar_block:
+        row = np.full((1, 1023, 3), (10, 200, 90), np.uint8)  # H 10, S 200, V 90
+        scalar = cv2.cvtColor(row[:, :1], cv2.COLOR_HSV2RGB)[0, 0, 1]  # one pixel: the scalar loop alone
+        vector_pixels = int(np.count_nonzero(cv2.cvtColor(row, cv2.COLOR_HSV2RGB)[0, :, 1] != scalar))
+        _scalar_block.append(1024 - vector_pixels if vector_pixels else None)
+    return _scalar_block[0]
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) uint8 HSV → uint8 RGB in the float32 arithmetic of OpenCV's `COLOR_HSV2RGB`.
+
+    Its vectorised loop computes `v * (1 - s * h)` with a fused multiply-add (one rounding) and
+    truncates the result times 255; its scalar loop, which finishes the last `W % block` pixels of
+    each row, rounds it (half to even) instead. Both are reproduced here.
     """
     one = torch.tensor(1.0, dtype=torch.float32, device=hsv.device)
     h, s, v = hsv.to(torch.float32).unbind(1)
@@ -100,7 +120,14 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
         torch.where(sector == 1, tab2, torch.where(sector < 4, tab1, torch.where(sector == 4, tab3, tab0))),
     )
     rgb = torch.stack([r, g, b], 1) * torch.tensor(255.0, dtype=torch.float32)
-    return torch.trunc(rgb).clamp(0, 255).to(torch.uint8)
+    width, block = rgb.shape[-1], _opencv_block()
+    tail = width if block is None else width % block
+    if tail:
+        scalar = torch.arange(width, device=rgb.device) >= width - tail
+        rgb = torch.where(scalar, torch.round(rgb), torch.trunc(rgb))
+    else:
+        rgb = torch.trunc(rgb)
+    return rgb.clamp(0, 255).to(torch.uint8)
 
 
 def _lookup(images: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:

@@ -42,19 +42,20 @@ def test_rgb_to_hsv_is_opencvs_integer_arithmetic():
     assert np.array_equal(hwc(rgb_to_hsv(nchw(img))), cv2.cvtColor(img, cv2.COLOR_RGB2HSV))
 
 
-@pytest.mark.parametrize("h, w", [(64, 128), (48, 53), (30, 457)])
-def test_hsv_to_rgb_is_opencvs_within_one_level(h, w):
+@pytest.mark.parametrize("h, w", [(64, 128), (48, 53), (30, 457), (20, 31)])
+def test_hsv_to_rgb_is_opencvs(h, w):
     hsv = cv2.cvtColor(rgb(h, w, seed=1), cv2.COLOR_RGB2HSV)
     ours, theirs = hwc(hsv_to_rgb(nchw(hsv))).astype(int), cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
     diff = np.abs(ours - theirs)
     assert diff.max() <= 1
-    if X86:  # OpenCV's vector loop (fused multiply-add, truncation) is reproduced: only row tails differ
-        assert not diff[:, : w - w % 64].any()
+    if X86:  # OpenCV's vector loop (fused multiply-add, truncation) and its rounding row tail: exact
+        assert diff.max() == 0
 
 
-def test_photometric_distortion_on_the_device_gives_the_cpu_pixels():
+@pytest.mark.parametrize("h, w", [(32, 64), (24, 457)])  # 457: OpenCV's scalar tail in every row
+def test_photometric_distortion_on_the_device_gives_the_cpu_pixels(h, w):
     cpu = PhotoMetricDistortion()
-    images = [rgb(32, 64, seed) for seed in range(24)]
+    images = [rgb(h, w, seed) for seed in range(24)]
     params = [cpu.draw(np.random.default_rng(seed)) for seed in range(24)]
     batch = torch.stack([torch.from_numpy(img).permute(2, 0, 1) for img in images])
     ours = photometric_distortion(batch, params)
@@ -108,13 +109,13 @@ def test_the_switch_gives_the_same_training_batches():
 
 def test_samples_of_different_sizes_are_distorted_apart():
     sample_params = [PhotoMetricDistortion().draw(np.random.default_rng(s)) for s in range(3)]
-    sizes = [(16, 32), (20, 32), (16, 32)]
+    sizes = [(16, 32), (20, 45), (16, 32)]
     images = [torch.from_numpy(rgb(h, w, s)).permute(2, 0, 1) for s, (h, w) in enumerate(sizes)]
     samples = [SegDataSample(metainfo={"batch_augments": [p]}) for p in sample_params]
     out, _ = apply_batch_augments(images, samples, torch.device("cpu"))
     for img, p, result in zip(images, sample_params, out):
         expected = PhotoMetricDistortion.apply(img.permute(1, 2, 0).numpy(), p)
-        assert np.abs(result.permute(1, 2, 0).numpy().astype(int) - expected).max() <= 1
+        assert np.abs(result.permute(1, 2, 0).numpy().astype(int) - expected).max() <= (0 if X86 else 1)
 
 
 def test_on_device_transforms_must_come_last():
