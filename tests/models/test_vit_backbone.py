@@ -20,21 +20,28 @@ SMALL = {
     "vit_small_patch16_dinov3": dict(depth=3),  # EVA blocks with RoPE, 1 class + 4 storage tokens
     "vit_base_patch16_224": dict(depth=3, embed_dim=192, num_heads=3),  # plain ViT, 1 class token
 }
+OTHER_FAMILIES = {  # the rest of the ViT family the backbone takes: the same parity check
+    "vit_small_patch14_dinov2": dict(depth=3),  # DINOv2 without registers
+    "vit_small_patch16_dinov3_qkvb": dict(depth=3),  # DINOv3 with qkv bias (and EUPE's weights)
+    "deit3_small_patch16_224": dict(depth=3),  # DeiT III
+    "eva02_small_patch14_224": dict(depth=3),  # EVA-02: SwiGLU, RoPE
+}
+KWARGS = {**SMALL, **OTHER_FAMILIES}
 
 
 def timms_own(name: str, ours: TimmBackbone) -> torch.nn.Module:
     """timm's model with the same weights, padding inputs itself (`dynamic_img_pad`)."""
-    kwargs = dict(dynamic_img_size=True, dynamic_img_pad=True, **SMALL[name])
+    kwargs = dict(dynamic_img_size=True, dynamic_img_pad=True, **KWARGS[name])
     ref = timm.create_model(name, pretrained=False, **kwargs)
     missing, unexpected = ref.load_state_dict(ours.timm_model.state_dict(), strict=False)
     assert not unexpected and all(k.startswith(("head", "norm", "fc_norm")) for k in missing)
     return ref.eval()
 
 
-@pytest.mark.parametrize("name", list(SMALL))
+@pytest.mark.parametrize("name", list(KWARGS))
 def test_maps_equal_timms_forward_intermediates_at_a_size_the_patch_does_not_divide(name):
     torch.manual_seed(0)
-    ours = TimmBackbone(name, out_indices=[0, -1], model_kwargs=SMALL[name]).eval()
+    ours = TimmBackbone(name, out_indices=[0, -1], model_kwargs=KWARGS[name]).eval()
     ref = timms_own(name, ours)
     p = ours.patch_size[0]
     assert ours.out_indices == [0, 2] and ours.reductions == (p, p)
