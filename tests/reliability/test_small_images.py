@@ -1,8 +1,8 @@
 """Tiny images through whole and slide inference: a prediction at `ori_shape`, never PyTorch's own error.
 
 The models are the repository's real configs (SegFormer MiT-B0 layout, PSPNet, DeepLabV3+, FCN with a
-dilated ResNet-V1c), scaled down to tiny widths. `size_divisor: 32` pads training batches only; at test
-time (as in MMSegmentation, and with or without it) a 20x20 image reaches MiT as it is, and MiT's first
+dilated ResNet-V1c), scaled down to tiny widths. Their `size` (the crop size) pads training batches only; at
+test time (as in MMSegmentation, and with or without it) a 20x20 image reaches MiT as it is, and MiT's first
 spatial-reduction conv (8x8, stride 8) needs a stage-1 map of at least 8x8, i.e.
 `(H - 1) // 4 + 1 >= 8`, an input of at least 29 pixels a side: before the fix that raised "Kernel size
 can't be greater than actual input size". Slide windows smaller than `crop_size` are padded up to it with
@@ -76,7 +76,8 @@ def _build(name: str, divisor: bool) -> torch.nn.Module:
     if name != "segformer":
         pytest.importorskip("timm")
     if not divisor:
-        overrides = [*overrides, "model.data_preprocessor.size_divisor=null"]
+        no_padding = ["model.data_preprocessor.size=null", "model.data_preprocessor.size_divisor=null"]
+        overrides = [*overrides, *no_padding]
     torch.manual_seed(0)
     return MODELS.build(load_config(ROOT / path, overrides)["model"], key="model").eval()
 
@@ -85,7 +86,7 @@ def image(h: int, w: int) -> np.ndarray:
     return np.random.default_rng(h * 1000 + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("divisor", [True, False], ids=["size_divisor32", "no_divisor"])
+@pytest.mark.parametrize("divisor", [True, False], ids=["training_padding", "no_training_padding"])
 @pytest.mark.parametrize("mode", ["whole", "slide"])
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_every_size_and_mode_gives_a_prediction_at_ori_shape(name, mode, divisor):
