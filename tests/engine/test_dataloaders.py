@@ -25,6 +25,14 @@ def test_training_loaders_keep_their_workers_and_take_prefetch_factor():
     assert settings == (4, False, None)
 
 
+def test_memory_is_pinned_for_cuda_devices_only():
+    # Building a loader does not touch the device, so the CUDA case is checked without a GPU.
+    for device, pinned in ((torch.device("cuda", 0), True), (CPU, False), (torch.device("meta"), False)):
+        for training in (True, False):
+            loader = build_dataloader(list(range(4)), {}, training=training, device=device)
+            assert loader.pin_memory is pinned, (device, training)
+
+
 def test_eval_loaders_give_each_process_its_own_samples_once():
     dataset = list(range(7))
     shards = []
