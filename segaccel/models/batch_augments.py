@@ -22,6 +22,7 @@ samples of the same size together, as one batch.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,7 +37,6 @@ FLIP_DIMS = {"horizontal": (-1,), "vertical": (-2,), "diagonal": (-2, -1)}
 
 _HSV_SHIFT = 12
 _tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-_scalar_block: list[int | None] = []  # OpenCV's HSV→RGB vector block, once read (`_opencv_block`)
 
 
 def has_batch_augments(samples: Sequence[SegDataSample] | None) -> bool:
@@ -80,6 +80,7 @@ def _fused_one_minus(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (1.0 - a.double() * b.double()).float()
 
 
+@functools.cache
 def _opencv_block() -> int | None:
     """Pixels per step of OpenCV's vectorised uint8 `COLOR_HSV2RGB` loop (None: no vector loop).
 
@@ -87,12 +88,10 @@ def _opencv_block() -> int | None:
     the vector loop truncates it to 42, the scalar loop rounds it to 43. In a row of 1023 such
     pixels the vector loop covers the first 1023 - 1023 % block = 1024 - block (a power-of-two block).
     """
-    if not _scalar_block:
-        row = np.full((1, 1023, 3), (10, 200, 90), np.uint8)  # H 10, S 200, V 90
-        scalar = cv2.cvtColor(row[:, :1], cv2.COLOR_HSV2RGB)[0, 0, 1]  # one pixel: the scalar loop alone
-        vector_pixels = int(np.count_nonzero(cv2.cvtColor(row, cv2.COLOR_HSV2RGB)[0, :, 1] != scalar))
-        _scalar_block.append(1024 - vector_pixels if vector_pixels else None)
-    return _scalar_block[0]
+    row = np.full((1, 1023, 3), (10, 200, 90), np.uint8)  # H 10, S 200, V 90
+    scalar = cv2.cvtColor(row[:, :1], cv2.COLOR_HSV2RGB)[0, 0, 1]  # one pixel: the scalar loop alone
+    vector_pixels = int(np.count_nonzero(cv2.cvtColor(row, cv2.COLOR_HSV2RGB)[0, :, 1] != scalar))
+    return 1024 - vector_pixels if vector_pixels else None
 
 
 def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
