@@ -121,12 +121,10 @@ def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     rgb = torch.stack([r, g, b], 1) * torch.tensor(255.0, dtype=torch.float32)
     width, block = rgb.shape[-1], _opencv_block()
     tail = width if block is None else width % block
-    if tail:
-        scalar = torch.arange(width, device=rgb.device) >= width - tail
-        rgb = torch.where(scalar, torch.round(rgb), torch.trunc(rgb))
-    else:
-        rgb = torch.trunc(rgb)
-    return rgb.clamp(0, 255).to(torch.uint8)
+    out = torch.trunc(rgb)
+    if tail:  # the scalar loop's pixels, rounded
+        out[..., width - tail :] = torch.round(rgb[..., width - tail :])
+    return out.clamp(0, 255).to(torch.uint8)
 
 
 def _lookup(images: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:

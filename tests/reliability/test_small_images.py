@@ -63,19 +63,19 @@ CONFIGS = {
 SIZES = [(1, 1), (3, 5), (7, 40), (17, 9), (20, 20), (20, 80), (45, 12), (32, 32)]
 
 
-def build(name: str, mode: str, divisor: bool) -> torch.nn.Module:
-    """The tiny model of a config (built once per config and divisor), set to `mode`."""
-    model = _build(name, divisor)
+def build(name: str, mode: str, training_padding: bool) -> torch.nn.Module:
+    """The tiny model of a config (built once per config and padding setting), set to `mode`."""
+    model = _build(name, training_padding)
     model.test_cfg = SLIDE if mode == "slide" else {"mode": "whole"}
     return model
 
 
 @functools.cache
-def _build(name: str, divisor: bool) -> torch.nn.Module:
+def _build(name: str, training_padding: bool) -> torch.nn.Module:
     path, overrides = CONFIGS[name]
     if name != "segformer":
         pytest.importorskip("timm")
-    if not divisor:
+    if not training_padding:
         no_padding = ["model.data_preprocessor.size=null", "model.data_preprocessor.size_divisor=null"]
         overrides = [*overrides, *no_padding]
     torch.manual_seed(0)
@@ -86,11 +86,11 @@ def image(h: int, w: int) -> np.ndarray:
     return np.random.default_rng(h * 1000 + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("divisor", [True, False], ids=["training_padding", "no_training_padding"])
+@pytest.mark.parametrize("training_padding", [True, False], ids=["training_padding", "no_training_padding"])
 @pytest.mark.parametrize("mode", ["whole", "slide"])
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_every_size_and_mode_gives_a_prediction_at_ori_shape(name, mode, divisor):
-    model = build(name, mode, divisor)
+def test_every_size_and_mode_gives_a_prediction_at_ori_shape(name, mode, training_padding):
+    model = build(name, mode, training_padding)
     results = inference_model(model, [image(h, w) for h, w in SIZES])
     for (h, w), result in zip(SIZES, results):
         assert tuple(result.ori_shape) == (h, w)
